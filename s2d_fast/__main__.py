@@ -1,0 +1,3 @@
+from s2d_fast.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""The `s2d-fast` command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from s2d_fast.config import ConfigError, load_config
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]*$")
+
+
+def _user_errors():
+    """The exceptions that are the user's to fix: shown as one message, no traceback."""
+    from s2d_fast.engine.checkpoint import CheckpointError
+
+    return (ConfigError, CheckpointError, FileNotFoundError)
+
+
+def split_positionals(args: tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:
+    """The paper's form `DATASET CONFIG.yaml KEY VALUE ...`: leading words before the first
+    upper-case KEY are a dataset name and/or a YAML path; the rest are KEY VALUE pairs."""
+    dataset = config = None
+    rest = list(args)
+    while rest and not _KEY.match(rest[0]):
+        word = rest.pop(0)
+        if word.endswith((".yaml", ".yml")) and config is None:
+            config = word
+        elif dataset is None and config is None:
+            dataset = word
+        else:
+            raise click.UsageError(
+                f"unexpected argument {word!r}: after the dataset name and config file come KEY VALUE pairs"
+            )
+    return dataset, config, rest
+
+
+def _load(config_file, positional, dataset=None, stage=None, output=None):
+    pos_dataset, pos_config, pairs = split_positionals(positional)
+    if pos_config and config_file:
+        raise click.UsageError(f"two config files given: --config {config_file} and {pos_config}")
+    overrides: list[str] = []
+    for key, value in (
+        ("DATA.DATASET", pos_dataset),
+        ("DATA.DATASET", dataset),
+        ("TRAIN.STAGE", stage),
+        ("OUTPUT_DIR", output),
+    ):
+        if value is not None:
+            overrides += [key, value]
+    return load_config(config_file or pos_config, overrides + pairs)
+
+
+def _run(fn):
+    try:
+        return fn()
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _print_metrics(metrics: dict) -> None:
+    click.echo(
+        f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  mAP {metrics['mAP']:.2f}  "
+        f"({metrics['num_videos']} videos)"
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="s2d-fast")
+def main():
+    """s2d-fast: Synopsis-to-Detail Networks (S2DNet, ECCV 2022) for video recognition.
+
+    Configuration is PySlowFast-style: defaults, then a YAML file, then KEY VALUE pairs,
+    e.g. `s2d-fast train --stage warmup TRAIN.BASE_LR 0.01 SNET.ARCH mobilenetv2`.
+    """
+
+
+_PAIRS_HELP = "KEY VALUE pairs override the config (e.g. TRAIN.BATCH_SIZE 16)."
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--stage", type=click.Choice(["warmup", "sampling"]), help="Training stage (default: TRAIN.STAGE).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--dataset", help="Dataset name (DATA.DATASET): synthetic, kinetics400, mini-kinetics, ...")
+@click.option("--output", type=click.Path(file_okay=False), help="Output folder (OUTPUT_DIR).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(stage, config_file, dataset, output, args):
+    """Train S2DNet: warmup (sampler at the identity), then sampling.
+
+    \b
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]..., as in the paper's README:
+      s2d-fast train mini-kinetics configs/mini_kinetics/train_warmup.yaml \\
+          NUM_GPUS 1 TRAIN.BASE_LR 1e-5 TRAIN.BATCH_SIZE 32 SNET.ARCH mobilenetv2
+    With no dataset configured, the built-in synthetic dataset is generated on first use.
+    `EVALUATE True` evaluates TRAIN.RESUME (or the newest checkpoint) instead of training.
+    The sampling stage starts from TRAIN.RESUME or this OUTPUT_DIR's warmup checkpoint.
+    """
+
+    def go():
+        cfg = _load(config_file, args, dataset, stage, output)
+        if cfg.EVALUATE:
+            from s2d_fast.engine.trainer import evaluate_checkpoint
+
+            _print_metrics(evaluate_checkpoint(cfg))
+            return
+        from s2d_fast.engine.trainer import train as run_train
+
+        result = run_train(cfg)
+        if result["metrics"]:
+            _print_metrics(result["metrics"])
+        click.echo(f"checkpoint: {result['checkpoint']}  ({result['train_seconds']:.0f} s of training)")
+
+    _run(go)
+
+
+@main.command(name="eval", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: OUTPUT_DIR's newest).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics to this JSON file.")
+@click.option("--output", type=click.Path(file_okay=False), help="Output folder (OUTPUT_DIR) to find checkpoints in.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def evaluate(config_file, checkpoint, json_path, output, args):
+    """Evaluate a checkpoint on the validation list: top-1, top-5 and mAP.
+
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
+    """
+
+    def go():
+        from s2d_fast.engine.evaluate import write_json
+        from s2d_fast.engine.trainer import evaluate_checkpoint
+
+        cfg = _load(config_file, args, output=output)
+        metrics = evaluate_checkpoint(cfg, checkpoint)
+        _print_metrics(metrics)
+        if json_path:
+            click.echo(f"wrote {write_json(metrics, json_path)}")
+
+    _run(go)
+
+
+@main.group()
+def prepare():
+    """Prepare datasets: generate the built-in one."""
+
+
+@prepare.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option("--num-train", default=800, show_default=True, help="Training videos.")
+@click.option("--num-val", default=200, show_default=True, help="Validation videos.")
+@click.option("--seed", default=0, show_default=True, help="Generator seed; the same seed writes the same data.")
+@click.option("--format", "fmt", type=click.Choice(["webm", "mp4", "frames"]), default="webm", show_default=True,
+              help="VP9 webm, H.264 mp4, or TSN-style JPEG frame folders.")
+def synthetic(out_dir, num_train, num_val, seed, fmt):
+    """Write the built-in details dataset: encoded videos and TSN list files.
+
+    Each video hides one small object, visible for a few frames at a random time and place,
+    among moving clutter; its colour gives its group, a fine marking its class.
+    """
+    from s2d_fast.data.synthetic import generate_synthetic
+
+    root = _run(lambda: generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt))
+    click.echo(f"wrote {root}")
+
+
+if __name__ == "__main__":
+    main()

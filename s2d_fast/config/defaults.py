@@ -1,0 +1,83 @@
+"""Every configuration key of s2d-fast, declared once with what it means.
+
+YAML files override these (`_BASE_` inherits another file) and `KEY VALUE` pairs on the command
+line override both. Defaults describe the paper-scale model (TSM-MobileNetV2 synopsis network,
+TSM-ResNet-50 detail network at 224); `configs/synthetic/` holds the small CPU recipes.
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+_C.NUM_GPUS = 0  # GPUs to use on this machine; 0 runs on the CPU
+_C.EVALUATE = False  # only evaluate TRAIN.RESUME (or the output dir's newest checkpoint), then exit
+_C.OUTPUT_DIR = "runs/s2d"  # checkpoints, logs and the merged config of a run go here
+_C.RNG_SEED = 0  # seeds python, numpy and torch for model init and data order
+
+_C.TRAIN = CfgNode()
+_C.TRAIN.STAGE = "warmup"  # warmup (sampler held at identity) | sampling (sampler learns)
+_C.TRAIN.EPOCHS = 30  # passes over the training list
+_C.TRAIN.BATCH_SIZE = 8  # videos per optimiser step, summed over all processes
+_C.TRAIN.BASE_LR = 0.01  # SGD learning rate for the whole batch, before the cosine schedule
+_C.TRAIN.MOMENTUM = 0.9  # SGD momentum
+_C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights; biases and BN parameters get none (TSM's groups)
+_C.TRAIN.CLIP_GRAD_NORM = 20.0  # clip the global gradient norm to this; 0 disables
+_C.TRAIN.RESUME = ""  # checkpoint to start from; sampling defaults to this run's warmup checkpoint
+_C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and after the last)
+_C.TRAIN.LOG_PERIOD = 10  # iterations between logged lines and progress-bar loss updates
+
+_C.TEST = CfgNode()
+_C.TEST.BATCH_SIZE = 8  # videos per evaluation batch
+
+_C.DATA = CfgNode()
+_C.DATA.DATASET = "synthetic"  # registered dataset name: synthetic, kinetics400, mini-kinetics, ...
+_C.DATA.ROOT = ""  # folder the list files' paths are relative to; "" uses the dataset's default
+_C.DATA.TRAIN_LIST = ""  # TSN list file `path num_frames label` for training; "" = dataset default
+_C.DATA.VAL_LIST = ""  # TSN list file for validation; "" = dataset default
+_C.DATA.NUM_CLASS = 0  # number of action classes; 0 takes the dataset's own count
+_C.DATA.NUM_CANDIDATES = 32  # T: candidate frames spread uniformly over each video
+_C.DATA.SCALE_SIZE = 256  # short side the frames are resized to before cropping
+_C.DATA.CROP_SIZE = 224  # side of the square crop handed to the model (detail resolution)
+_C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean for normalisation, on [0, 1] pixels
+_C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std for normalisation, on [0, 1] pixels
+_C.DATA.NUM_WORKERS = 2  # DataLoader worker processes per training process
+_C.DATA.CACHE_DIR = "~/.cache/s2d_fast"  # where the built-in dataset is generated on first use
+
+_C.SYNTHETIC = CfgNode()
+_C.SYNTHETIC.NUM_TRAIN = 800  # training videos of the built-in dataset
+_C.SYNTHETIC.NUM_VAL = 200  # validation videos of the built-in dataset
+_C.SYNTHETIC.SEED = 0  # generator seed: the same seed writes the same videos
+_C.SYNTHETIC.FORMAT = "webm"  # webm (VP9) | mp4 (H.264) | frames (JPEG folders)
+
+_C.SNET = CfgNode()
+_C.SNET.ARCH = "mobilenetv2"  # synopsis backbone: mobilenetv2 | resnet18 | resnet34 | resnet50
+_C.SNET.NUM_FRAMES = 8  # T_s: candidates the synopsis network sees, taken uniformly
+_C.SNET.INPUT_SIZE = 112  # S_s: side the synopsis frames are resized to
+_C.SNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
+_C.SNET.DROPOUT = 0.5  # dropout before the synopsis classifier
+
+_C.DNET = CfgNode()
+_C.DNET.ARCH = "resnet50"  # detail backbone: resnet18 | resnet34 | resnet50 | mobilenetv2
+_C.DNET.NUM_FRAMES = 8  # K: detail frames sampled from the candidates
+_C.DNET.INPUT_SIZE = 224  # S: side of each detail frame
+_C.DNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
+_C.DNET.DROPOUT = 0.5  # dropout before the detail classifier
+
+_C.S2D = CfgNode()
+_C.S2D.DETAIL_SAMPLING = True  # False: the uniform baseline, plain TSM on K uniform whole frames
+_C.S2D.TOPK = 5  # actions of the synopsis kept in the some-hot mask M
+_C.S2D.SYNOPSIS_TARGET = "prob"  # prob: softmax of z_s restricted to M | mask: M itself
+_C.S2D.EMBED_DIM = 64  # width of the synopsis embedding broadcast into f_theta
+_C.S2D.THETA_CHANNELS = 128  # width of f_theta's 3-D conv stacks
+_C.S2D.CONTEXT_DIM = 256  # width of the contextual feature m = f_m([s, g])
+_C.S2D.FUSION_STAGES = [3, 4]  # DNet stages (1-4) that m is fused into after; [] disables
+_C.S2D.TEMPORAL_STRIDE_RATIO = 1.0  # r_t: initial temporal stride as a fraction of n/(K-1)
+_C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in units of the temporal stride
+_C.S2D.SPATIAL_SIGMA = 0.5  # std of the spatial Gaussian filters, in units of the spatial stride
+_C.S2D.SNET_LOSS_WEIGHT = 1.0  # weight of the cross-entropy on the synopsis logits z_s
+_C.S2D.SAMPLER_LR_RATIO = 1.0  # sampling stage: f_theta's learning rate over TRAIN.BASE_LR
+
+
+def get_defaults() -> CfgNode:
+    """A fresh copy of the defaults, safe to mutate."""
+    return _C.clone()

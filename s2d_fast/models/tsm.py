@@ -1,0 +1,191 @@
+"""TSM backbones (Lin et al., ICCV 2019) on top of torchvision's ResNets and MobileNetV2.
+
+Every backbone maps `(B, T, 3, H, W)` to `(B, num_classes)` by averaging frame logits (TSM's
+"avg" consensus) and exposes its stages, so that S2DNet can read the last feature map and fuse
+contextual features between stages.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from s2d_fast.kernels import temporal_shift
+
+
+class TemporalShift(nn.Module):
+    """Shifts 1/fold_div of the channels one frame each way, then applies the wrapped layer.
+
+    Named `net` inside, as in the TSM reference, so that its checkpoints' keys
+    (`layer1.0.conv1.net.weight`) map one to one.
+    """
+
+    def __init__(self, net: nn.Module, num_segments: int, fold_div: int = 8, backend: str | None = None):
+        super().__init__()
+        self.net = net
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(temporal_shift(x, self.num_segments, self.fold_div, backend=self.backend))
+
+    def extra_repr(self) -> str:
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}"
+
+
+class TSMBackbone(nn.Module):
+    """A 2-D CNN whose residual branches shift in time; frame logits are averaged per video.
+
+    `num_classes=0` builds a feature extractor with no classifier.
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        stages: list[nn.Module],
+        stage_channels: list[int],
+        num_segments: int,
+        num_classes: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = list(stage_channels)
+        self.num_features = stage_channels[-1]
+        self.num_segments = num_segments
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
+        if self.fc is not None:  # TSM's init of the new classifier
+            nn.init.normal_(self.fc.weight, 0.0, 0.001)
+            nn.init.zeros_(self.fc.bias)
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        after_stage: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`(B*T, 3, H, W)` frames to the last feature map `(B*T, C, h, w)`.
+
+        `after_stage(i, feat)` (stages counted from 1) may replace a stage's output, which is how
+        S2DNet fuses its contextual features into the detail network.
+        """
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages, start=1):
+            x = stage(x)
+            if after_stage is not None:
+                x = after_stage(i, x)
+        return x
+
+    def pool(self, feat: torch.Tensor) -> torch.Tensor:
+        """`(B*T, C, h, w)` to per-video pooled features `(B, C)` (mean over space and time)."""
+        pooled = feat.mean(dim=(2, 3))
+        return pooled.view(-1, self.num_segments, pooled.shape[1]).mean(dim=1)
+
+    def classify(self, feat: torch.Tensor) -> torch.Tensor:
+        """`(B*T, C, h, w)` to video logits: frame logits averaged (linear, so pool first)."""
+        return self.fc(self.dropout(self.pool(feat)))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t = frames.shape[:2]
+        if t != self.num_segments:
+            raise ValueError(f"backbone built for {self.num_segments} frames, got {t}")
+        return self.classify(self.forward_features(frames.flatten(0, 1)))
+
+
+def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: int, backend) -> None:
+    layers = [net.layer1, net.layer2, net.layer3, net.layer4]
+    # TSM shifts every other block of ResNet-101 (its layer3 has 23 blocks) and every block
+    # of the shallower ResNets.
+    every = 2 if len(net.layer3) >= 23 else 1
+    for layer in layers:
+        for i, block in enumerate(layer):
+            if i % every == 0:
+                block.conv1 = TemporalShift(block.conv1, num_segments, shift_div, backend)
+
+
+def _resnet(arch: str):
+    def build(num_segments, num_classes, shift_div, dropout, shift, backend, weights):
+        net = getattr(torchvision.models, arch)(weights=weights)
+        if shift:
+            _shift_resnet(net, num_segments, shift_div, backend)
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+        channels = [_out_channels(layer) for layer in stages]
+        return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout)
+
+    return build
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    block = layer[-1]
+    last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+    return last_bn.num_features
+
+
+def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, weights):
+    net = torchvision.models.mobilenet_v2(weights=weights)
+    features = net.features
+    if shift:
+        for block in features:
+            # TSM shifts the input of the expansion conv of every block with a shortcut.
+            if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and block.use_res_connect:
+                block.conv[0] = TemporalShift(block.conv[0], num_segments, shift_div, backend)
+    # Stages end where the resolution halves next: strides 4, 8, 16, 32.
+    bounds = [(0, 2), (2, 4), (4, 7), (7, 14), (14, 19)]
+    stem = features[0:2]
+    stages = [features[a:b] for a, b in bounds[1:]]
+    channels = [_mobilenet_out_channels(stage) for stage in stages]
+    return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout)
+
+
+def _mobilenet_out_channels(stage: nn.Sequential) -> int:
+    bns = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+    return bns[-1].num_features
+
+
+_BUILDERS = {
+    "resnet18": _resnet("resnet18"),
+    "resnet34": _resnet("resnet34"),
+    "resnet50": _resnet("resnet50"),
+    "resnet101": _resnet("resnet101"),
+    "mobilenetv2": _mobilenet_v2,
+}
+
+_IMAGENET_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+    "mobilenetv2": "MobileNet_V2_Weights",
+}
+
+
+def available_backbones() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def tsm_backbone(
+    arch: str,
+    num_segments: int,
+    num_classes: int,
+    shift_div: int = 8,
+    pretrained: bool = False,
+    *,
+    dropout: float = 0.5,
+    shift: bool = True,
+    backend: str | None = None,
+) -> TSMBackbone:
+    """The TSM network `arch` for clips of `num_segments` frames.
+
+    `num_classes=0` gives a feature extractor. `pretrained` loads torchvision's ImageNet
+    weights (from the local torch hub cache when offline) before the shifts are inserted.
+    """
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown backbone {arch!r}; available: {', '.join(available_backbones())}")
+    weights = getattr(torchvision.models, _IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1 if pretrained else None
+    return _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, weights)
