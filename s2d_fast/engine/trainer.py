@@ -18,32 +18,10 @@ from s2d_fast.models import S2DNet, build_model, s2d_loss
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate
+from .optim import build_optimizer
 from .runtime import checkpoint_path, newest_checkpoint, select_device, seed_everything, setup_logging
 
 logger = logging.getLogger("s2d_fast")
-
-
-def parameter_groups(model: S2DNet, cfg) -> list[dict]:
-    """TSM's groups: weights decay; biases train at twice the rate without decay; BN without
-    decay. In the sampling stage f_theta's groups run at S2D.SAMPLER_LR_RATIO of the rate."""
-    sampler_ids = {id(p) for p in model.sampler_parameters()}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for module in model.modules():
-        is_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            kind = "norm" if is_norm else ("bias" if name == "bias" else "weight")
-            groups.setdefault((kind, id(p) in sampler_ids), []).append(p)
-    base, decay = cfg.TRAIN.BASE_LR, cfg.TRAIN.WEIGHT_DECAY
-    settings = {"weight": (1.0, decay), "bias": (2.0, 0.0), "norm": (1.0, 0.0)}
-    out = []
-    for (kind, is_sampler), params in groups.items():
-        lr_mult, wd = settings[kind]
-        if is_sampler:
-            lr_mult *= cfg.S2D.SAMPLER_LR_RATIO
-        out.append({"params": params, "lr": base * lr_mult, "weight_decay": wd, "name": f"{kind}{'/sampler' if is_sampler else ''}"})
-    return out
 
 
 def _start_checkpoint(cfg) -> Path | None:
@@ -90,12 +68,8 @@ def train(cfg) -> dict:
         logger.info("loaded %s (stage %s, epoch %d)", start, resumed["stage"], resumed["epoch"])
     model.to(device)
 
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg), lr=cfg.TRAIN.BASE_LR, momentum=cfg.TRAIN.MOMENTUM)
     epochs = cfg.TRAIN.EPOCHS
-    total_iters = max(1, epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total_iters) / total_iters))
-    )
+    optimizer, scheduler = build_optimizer(model, cfg, total_iters=epochs * len(train_loader))
     if resumed is not None and resumed["stage"] == stage:
         # The same stage: carry on where it stopped, not from scratch.
         optimizer.load_state_dict(resumed["optimizer"])

@@ -29,6 +29,11 @@ def uniform_indices(n_valid: torch.Tensor, k: int) -> torch.Tensor:
     return torch.minimum(index, (n_valid.unsqueeze(1) - 1).clamp(min=0))
 
 
+# Zooms beyond e^4 either way are degenerate (a window of a pixel, or mostly outside the frame);
+# bounding the log-strides there also keeps one large step from overflowing the sampler.
+MAX_LOG_STRIDE = 4.0
+
+
 def _axis_positions(center: torch.Tensor, stride: torch.Tensor, count: int) -> torch.Tensor:
     """Sample positions `center + (u - (count-1)/2) * stride` for u in [0, count)."""
     u = torch.arange(count, device=center.device, dtype=center.dtype) - (count - 1) / 2
@@ -55,7 +60,7 @@ def temporal_weights(
     n = n_valid.to(dt.dtype).clamp(min=1)
     half = (n - 1) / 2
     center = half + torch.tanh(dt) * half
-    stride = stride_ratio * n / k * torch.exp(lt)
+    stride = stride_ratio * n / k * torch.exp(lt.clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE))
     mu = _axis_positions(center, stride, k)
     mu = torch.minimum(mu.clamp(min=0), (n - 1).unsqueeze(1))
     i = torch.arange(num_candidates, device=dt.device, dtype=dt.dtype)
@@ -73,21 +78,18 @@ def filter_bank(
     Centre `size/2 - 1/2 + tanh(d) (size-1)/2`; stride `size/out_size exp(l)`, so that the
     identity resamples the whole axis with pixel centres aligned (as `align_corners=False`).
     The blur is what a stride-s resample needs against aliasing, sigma_scale * sqrt(s^2 - 1),
-    so a stride of one or less copies pixels. Each filter is normalised over the image; one that
-    falls wholly outside it reads (near) zero. Also returns the centres and strides.
+    so a stride of one or less copies pixels. Also returns the centres and strides.
     """
     half = (size - 1) / 2
     center = half + torch.tanh(d) * half
-    stride = size / out_size * torch.exp(l)
+    stride = size / out_size * torch.exp(l.clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE))
     mu = _axis_positions(center, stride, out_size)
     sigma = sigma_scale * torch.sqrt(torch.relu(stride**2 - 1) + 0.04)
     p = torch.arange(size, device=d.device, dtype=d.dtype)
     f = torch.exp(-((p - mu.unsqueeze(-1)) ** 2) / (2 * sigma.unsqueeze(-1).unsqueeze(-1) ** 2))
-    # Normalise by the filter's mass on an unbounded grid so that pixels beyond the edge count
-    # as zeros instead of stretching the edge pixels.
-    full = torch.arange(-size, 2 * size, device=d.device, dtype=d.dtype)
-    mass = torch.exp(-((full - mu.unsqueeze(-1)) ** 2) / (2 * sigma.unsqueeze(-1).unsqueeze(-1) ** 2)).sum(-1)
-    return f / mass.clamp(min=1e-8).unsqueeze(-1), center, stride
+    # Normalised over the image's pixels, as DRAW does, so that a frame resampled whole keeps its
+    # edges; the small constant makes a filter that lies wholly outside read zeros.
+    return f / (f.sum(-1, keepdim=True) + 1e-6), center, stride
 
 
 class DetailSampler(nn.Module):

@@ -1,0 +1,46 @@
+import torch
+
+from s2d_fast.engine.optim import parameter_groups
+from s2d_fast.models import build_model, s2d_loss
+
+from test_model import batch, small_cfg
+
+
+def _steps(stage, n=6):
+    torch.manual_seed(0)
+    cfg = small_cfg("TRAIN.BASE_LR", "0.05")
+    model = build_model(cfg, num_classes=10)
+    model.set_stage(stage)
+    model.train()
+    opt = torch.optim.SGD(parameter_groups(model, cfg), lr=0.05, momentum=0.9)
+    frames, n_valid, labels = batch()
+    losses = []
+    for _ in range(n):
+        loss = s2d_loss(model(frames, n_valid), labels, 1.0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch():
+    for stage in ("warmup", "sampling"):
+        losses = _steps(stage)
+        assert losses[-1] < 0.7 * losses[0], (stage, losses)
+
+
+def test_parameter_groups_follow_tsm():
+    cfg = small_cfg("TRAIN.BASE_LR", "0.1", "TRAIN.WEIGHT_DECAY", "0.001", "S2D.SAMPLER_LR_RATIO", "3")
+    model = build_model(cfg, num_classes=10)
+    model.set_stage("sampling")
+    groups = {g["name"]: g for g in parameter_groups(model, cfg)}
+    assert groups["weight"]["lr"] == 0.1 and groups["weight"]["weight_decay"] == 0.001
+    assert groups["bias"]["lr"] == 0.2 and groups["bias"]["weight_decay"] == 0.0
+    assert groups["norm"]["weight_decay"] == 0.0
+    assert abs(groups["weight/sampler"]["lr"] - 0.3) < 1e-12
+    n_params = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in groups.values() for p in g["params"]) == n_params
+    model.set_stage("warmup")
+    assert not any(g["name"].endswith("/sampler") for g in parameter_groups(model, cfg))
