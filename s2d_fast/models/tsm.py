@@ -15,6 +15,8 @@ from torch import nn
 
 from s2d_fast.kernels import temporal_shift
 
+from .weights import imagenet_state_dict
+
 
 class TemporalShift(nn.Module):
     """Shifts 1/fold_div of the channels one frame each way, then applies the wrapped layer.
@@ -109,8 +111,10 @@ def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: 
 
 
 def _resnet(arch: str):
-    def build(num_segments, num_classes, shift_div, dropout, shift, backend, weights):
-        net = getattr(torchvision.models, arch)(weights=weights)
+    def build(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained):
+        net = getattr(torchvision.models, arch)()
+        if pretrained:
+            net.load_state_dict(imagenet_state_dict(arch))
         if shift:
             _shift_resnet(net, num_segments, shift_div, backend)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -127,8 +131,10 @@ def _out_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, weights):
-    net = torchvision.models.mobilenet_v2(weights=weights)
+def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained):
+    net = torchvision.models.mobilenet_v2()
+    if pretrained:
+        net.load_state_dict(imagenet_state_dict("mobilenetv2"))
     features = net.features
     if shift:
         for block in features:
@@ -156,15 +162,6 @@ _BUILDERS = {
     "mobilenetv2": _mobilenet_v2,
 }
 
-_IMAGENET_WEIGHTS = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "resnet101": "ResNet101_Weights",
-    "mobilenetv2": "MobileNet_V2_Weights",
-}
-
-
 def available_backbones() -> list[str]:
     return sorted(_BUILDERS)
 
@@ -187,5 +184,4 @@ def tsm_backbone(
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown backbone {arch!r}; available: {', '.join(available_backbones())}")
-    weights = getattr(torchvision.models, _IMAGENET_WEIGHTS[arch]).IMAGENET1K_V1 if pretrained else None
-    return _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, weights)
+    return _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, pretrained)
