@@ -3,7 +3,14 @@ import torch
 
 from s2d_fast.config import load_config
 from s2d_fast.models import build_model, s2d_loss, synopsis, tsm_backbone
-from s2d_fast.models.sampler import filter_bank, temporal_weights, uniform_indices, uniform_positions
+from s2d_fast.models.sampler import (
+    filter_bank,
+    spatial_positions,
+    temporal_positions,
+    temporal_weights,
+    uniform_indices,
+    uniform_positions,
+)
 
 SMALL = [
     "DATA.NUM_CANDIDATES", "12", "DATA.CROP_SIZE", "48",
@@ -101,35 +108,42 @@ def test_identity_at_start_is_uniform_frames_of_the_whole_image():
     # temporal: the weights peak on the uniform frames and are centred on the segment centres
     n = torch.tensor([12, 16])
     zeros = torch.zeros(2)
-    w, center, stride = temporal_weights(zeros, zeros, n, 16, 4, sigma=0.5)
+    mu, center, stride = temporal_positions(zeros, zeros, n, 4)
+    assert torch.allclose(mu, uniform_positions(n, 4))
+    w = temporal_weights(mu, n, 16, "gaussian", 0.5)
     assert torch.equal(w[0].argmax(-1), uniform_indices(n, 4)[0])
     mean_pos = (w * torch.arange(16.0)).sum(-1)
     assert torch.allclose(mean_pos, uniform_positions(n, 4), atol=1e-3)
     assert torch.allclose(w[0, :, 12:], torch.zeros(4, 4))  # never past the valid frames
     # spatial: at the detail size the filter bank is the identity; smaller, it spans the image
-    f, c, s = filter_bank(torch.zeros(1), torch.zeros(1), 32, 32, 0.5)
-    assert torch.allclose(f[0], torch.eye(32), atol=1e-6)
-    f, c, s = filter_bank(torch.zeros(1), torch.zeros(1), 64, 16, 0.5)
-    assert torch.allclose(f.sum(-1), torch.ones(1, 16), atol=1e-3)  # a constant image stays constant
+    c, s = spatial_positions(torch.zeros(1), torch.zeros(1), 32, 32)
+    assert torch.allclose(filter_bank(c, s, 32, 32, 0.5)[0], torch.eye(32), atol=1e-6)
+    c, s = spatial_positions(torch.zeros(1), torch.zeros(1), 64, 16)
     assert c.item() == pytest.approx(31.5) and s.item() == pytest.approx(4.0)
+    f = filter_bank(c, s, 64, 16, 0.5)
+    assert torch.allclose(f.sum(-1), torch.ones(1, 16), atol=1e-3)  # a constant image stays constant
 
     # end to end: with the heads at zero, detail frame j is candidate uniform_indices[j], whole
-    cfg = small_cfg("DATA.NUM_CANDIDATES", "12", "DNET.INPUT_SIZE", "48", "S2D.TEMPORAL_SIGMA", "0.05")
-    model = build_model(cfg, num_classes=10).eval()
-    model.set_stage("sampling")  # the heads, not a switch, make the identity
-    frames, _, _ = batch()
-    n_valid = torch.tensor([12, 12])
-    detail = model(frames, n_valid)["detail"]
-    idx = uniform_indices(n_valid, 4)
-    picked = frames[torch.arange(2)[:, None], idx].float() / 255
-    mean = torch.tensor(cfg.DATA.MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(cfg.DATA.STD).view(1, 1, 3, 1, 1)
-    assert torch.allclose(detail, (picked - mean) / std, atol=1e-4)
+    for method in ("gaussian", "bilinear"):
+        cfg = small_cfg("DNET.INPUT_SIZE", "48", "S2D.TEMPORAL_METHOD", "linear", "S2D.SPATIAL_METHOD", method)
+        model = build_model(cfg, num_classes=10).eval()
+        model.set_stage("sampling")  # the zero heads, not the warmup switch, make the identity
+        frames, _, _ = batch()
+        n_valid = torch.tensor([12, 12])
+        for grad in (True, False):  # the dense (training) path and the inference fast path
+            with torch.set_grad_enabled(grad):
+                detail = model(frames, n_valid)["detail"]
+            idx = uniform_indices(n_valid, 4)
+            picked = frames[torch.arange(2)[:, None], idx].float() / 255
+            mean = torch.tensor(cfg.DATA.MEAN).view(1, 1, 3, 1, 1)
+            std = torch.tensor(cfg.DATA.STD).view(1, 1, 3, 1, 1)
+            assert torch.allclose(detail, (picked - mean) / std, atol=1e-4), (method, grad)
 
 
 def test_window_outside_the_frame_reads_zeros():
-    f, _, _ = filter_bank(torch.tensor([10.0]), torch.zeros(1), 32, 8, 0.5)  # tanh -> centre at the edge
-    assert f[0, -1].sum() < 0.6
+    c, s = spatial_positions(torch.tensor([10.0]), torch.zeros(1), 32, 8)  # tanh -> centre at the edge
+    f = filter_bank(c, s, 32, 8, 0.5)
+    assert f[0, -1].sum() < 1e-3
 
 
 def test_gradient_reaches_sampler_only_in_sampling_stage():

@@ -39,8 +39,8 @@ def test_parameter_groups_follow_tsm():
     assert groups["weight"]["lr"] == 0.1 and groups["weight"]["weight_decay"] == 0.001
     assert groups["bias"]["lr"] == 0.2 and groups["bias"]["weight_decay"] == 0.0
     assert groups["norm"]["weight_decay"] == 0.0
-    assert abs(groups["weight/sampler"]["lr"] - 0.3) < 1e-12
+    assert abs(groups["weight*3"]["lr"] - 0.3) < 1e-12
     n_params = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for g in groups.values() for p in g["params"]) == n_params
     model.set_stage("warmup")
-    assert not any(g["name"].endswith("/sampler") for g in parameter_groups(model, cfg))
+    assert {g["name"] for g in parameter_groups(model, cfg)} == {"weight", "norm", "bias"}

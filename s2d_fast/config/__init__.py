@@ -152,6 +152,11 @@ _CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
     "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
     "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
+    "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
+    "S2D.SPATIAL_METHOD": ("gaussian", "bilinear"),
+    "S2D.STRIDE_PARAM": ("exp", "bounded"),
+    "S2D.DNET_LOSS": ("masked_nll", "ce"),
+    "KERNELS.BACKEND": ("auto", "triton", "torch"),
 }
 
 

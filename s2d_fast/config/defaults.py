@@ -21,6 +21,7 @@ _C.TRAIN.BATCH_SIZE = 8  # videos per optimiser step, summed over all processes
 _C.TRAIN.BASE_LR = 0.01  # SGD learning rate for the whole batch, before the cosine schedule
 _C.TRAIN.MOMENTUM = 0.9  # SGD momentum
 _C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights; biases and BN parameters get none (TSM's groups)
+_C.TRAIN.NEW_FC_LR_RATIO = 5.0  # TSM: a new classifier on a pretrained backbone learns 5x faster
 _C.TRAIN.CLIP_GRAD_NORM = 20.0  # clip the global gradient norm to this; 0 disables
 _C.TRAIN.RESUME = ""  # checkpoint to start from; sampling defaults to this run's warmup checkpoint
 _C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and after the last)
@@ -55,6 +56,10 @@ _C.SNET.NUM_FRAMES = 8  # T_s: candidates the synopsis network sees, taken unifo
 _C.SNET.INPUT_SIZE = 112  # S_s: side the synopsis frames are resized to
 _C.SNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
 _C.SNET.DROPOUT = 0.5  # dropout before the synopsis classifier
+_C.SNET.PRETRAINED = "none"  # none | imagenet | path to a TSM or s2d-fast checkpoint
+_C.SNET.SHIFT = True  # temporal shift in the residual branches (False: a plain 2-D CNN, TSN)
+_C.SNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (for pretrained nets)
+_C.SNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
 
 _C.DNET = CfgNode()
 _C.DNET.ARCH = "resnet50"  # detail backbone: resnet18 | resnet34 | resnet50 | mobilenetv2
@@ -62,6 +67,10 @@ _C.DNET.NUM_FRAMES = 8  # K: detail frames sampled from the candidates
 _C.DNET.INPUT_SIZE = 224  # S: side of each detail frame
 _C.DNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
 _C.DNET.DROPOUT = 0.5  # dropout before the detail classifier
+_C.DNET.PRETRAINED = "none"  # none | imagenet | path to a TSM or s2d-fast checkpoint
+_C.DNET.SHIFT = True  # temporal shift in the residual branches (False: a plain 2-D CNN, TSN)
+_C.DNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (for pretrained nets)
+_C.DNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
 
 _C.S2D = CfgNode()
 _C.S2D.DETAIL_SAMPLING = True  # False: the uniform baseline, plain TSM on K uniform whole frames
@@ -71,11 +80,28 @@ _C.S2D.EMBED_DIM = 64  # width of the synopsis embedding broadcast into f_theta
 _C.S2D.THETA_CHANNELS = 128  # width of f_theta's 3-D conv stacks
 _C.S2D.CONTEXT_DIM = 256  # width of the contextual feature m = f_m([s, g])
 _C.S2D.FUSION_STAGES = [3, 4]  # DNet stages (1-4) that m is fused into after; [] disables
-_C.S2D.TEMPORAL_STRIDE_RATIO = 1.0  # r_t: initial temporal stride as a fraction of n/(K-1)
-_C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in units of the temporal stride
-_C.S2D.SPATIAL_SIGMA = 0.5  # std of the spatial Gaussian filters, in units of the spatial stride
+_C.S2D.TEMPORAL_SAMPLING = True  # f_theta moves the detail frames in time (False: uniform)
+_C.S2D.SPATIAL_SAMPLING = True  # f_theta zooms into each detail frame (False: whole frames)
+_C.S2D.SHARED_THETA = False  # one conv stack for time and space instead of one each
+_C.S2D.TEMPORAL_METHOD = "gaussian"  # gaussian weights over candidates | linear interpolation
+_C.S2D.SPATIAL_METHOD = "gaussian"  # gaussian filter banks | bilinear (grid_sample)
+_C.S2D.PREDICT_SIGMA = False  # f_theta also predicts log-sigmas (False: the fixed sigmas below)
+_C.S2D.STRIDE_PARAM = "exp"  # stride = identity stride * exp(l) | * 2 sigmoid(l) (bounded)
+_C.S2D.TEMPORAL_STRIDE_RATIO = 1.0  # r_t: initial temporal stride as a fraction of n/K
+_C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in candidate frames
+_C.S2D.SPATIAL_SIGMA = 0.5  # anti-aliasing blur: std = SPATIAL_SIGMA * sqrt(stride^2 - 1) pixels
+_C.S2D.FAST_PATH = True  # inference reads only the temporal taps that matter, from uint8
+_C.S2D.FAST_PATH_EPS = 1e-3  # Gaussian mass the fast path may drop per detail frame
+_C.S2D.DNET_LOSS = "masked_nll"  # masked_nll: NLL of the top-k-restricted prediction | ce on z_d
 _C.S2D.SNET_LOSS_WEIGHT = 1.0  # weight of the cross-entropy on the synopsis logits z_s
 _C.S2D.SAMPLER_LR_RATIO = 1.0  # sampling stage: f_theta's learning rate over TRAIN.BASE_LR
+_C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
+_C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
+_C.S2D.SNET_LR_RATIO = 1.0  # sampling stage: SNet's learning rate over TRAIN.BASE_LR; 0 freezes it
+_C.S2D.TRAIN_ONLY_PARAMS = []  # sampling stage: train only parameters whose names start so
+
+_C.KERNELS = CfgNode()
+_C.KERNELS.BACKEND = "auto"  # auto (Triton on CUDA, torch on CPU) | triton | torch
 
 
 def get_defaults() -> CfgNode:

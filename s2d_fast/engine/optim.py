@@ -10,25 +10,29 @@ from torch import nn
 
 def parameter_groups(model, cfg) -> list[dict]:
     """TSM's groups: weights decay; biases train at twice the rate without decay; BN without
-    decay. In the sampling stage f_theta's groups run at S2D.SAMPLER_LR_RATIO of the rate."""
-    sampler_ids = {id(p) for p in model.sampler_parameters()}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for module in model.modules():
-        is_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            kind = "norm" if is_norm else ("bias" if name == "bias" else "weight")
-            groups.setdefault((kind, id(p) in sampler_ids), []).append(p)
+    decay; each scaled by the model's own learning-rate ratios (`S2DNet.lr_ratios`)."""
+    ratios = model.lr_ratios(cfg)
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters(recurse=False)
+    }
     base, decay = cfg.TRAIN.BASE_LR, cfg.TRAIN.WEIGHT_DECAY
-    settings = {"weight": (1.0, decay), "bias": (2.0, 0.0), "norm": (1.0, 0.0)}
-    out = []
-    for (kind, is_sampler), params in groups.items():
-        lr_mult, wd = settings[kind]
-        if is_sampler:
-            lr_mult *= cfg.S2D.SAMPLER_LR_RATIO
-        out.append({"params": params, "lr": base * lr_mult, "weight_decay": wd, "name": f"{kind}{'/sampler' if is_sampler else ''}"})
-    return out
+    groups: dict[tuple[str, float], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in norm_params:
+            kind, lr_mult, wd = "norm", 1.0, 0.0
+        elif name.endswith(".bias"):
+            kind, lr_mult, wd = "bias", 2.0, 0.0
+        else:
+            kind, lr_mult, wd = "weight", 1.0, decay
+        ratio = ratios[name]
+        key = (kind, ratio)
+        if key not in groups:
+            label = kind if ratio == 1.0 else f"{kind}*{ratio:g}"
+            groups[key] = {"params": [], "lr": base * lr_mult * ratio, "weight_decay": wd, "name": label}
+        groups[key]["params"].append(p)
+    return list(groups.values())
 
 
 def build_optimizer(model, cfg, total_iters: int):

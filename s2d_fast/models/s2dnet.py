@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s2d_fast.config import ConfigError
 from s2d_fast.kernels import gather_frames
 
 from .sampler import DetailSampler, uniform_indices
-from .tsm import TSMBackbone, tsm_backbone
+from .tsm import backbone_from_config
 
 
 def synopsis(z_s: torch.Tensor, k: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,26 +28,24 @@ def synopsis(z_s: torch.Tensor, k: int, target: str) -> tuple[torch.Tensor, torc
     return mask, probs
 
 
-class ThetaStack(nn.Module):
-    """f_theta's 3-D conv stack: 1x1x1 then 3x3x3, ReLU, global pool, then a zero-init head."""
+def theta_body(in_channels: int, channels: int) -> nn.Sequential:
+    """f_theta's 3-D conv stack: 1x1x1 then 3x3x3, ReLU, global pool to `(B, channels)`."""
+    return nn.Sequential(
+        nn.Conv3d(in_channels, channels, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(channels, channels, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+    )
 
-    def __init__(self, in_channels: int, channels: int, out_features: int):
-        super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv3d(in_channels, channels, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv3d(channels, channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool3d(1),
-            nn.Flatten(),
-        )
-        self.head = nn.Linear(channels, out_features)
-        # Zero heads make the initial sampling the identity: uniform frames, whole images.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(x))
+def zero_head(in_features: int, out_features: int) -> nn.Linear:
+    """A linear head that starts at zero, so that the initial sampling is the identity."""
+    head = nn.Linear(in_features, out_features)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 class Fusion(nn.Module):
@@ -67,12 +66,19 @@ class Fusion(nn.Module):
         return self.conv(torch.cat([feat, m], dim=1))
 
 
+# Parameter-name prefixes of f_theta's parts, for the sampling stage's learning-rate ratios.
+_TIME_BRANCH = ("theta_time.", "time_head.")
+_SPACE_BRANCH = ("theta_space.", "space_head.")
+_SAMPLER_PARTS = ("embed.", "theta_shared.") + _TIME_BRANCH + _SPACE_BRANCH
+
+
 class S2DNet(nn.Module):
     """The whole model. `forward(frames uint8 (B, T, 3, H, W), n_valid (B,))` returns a dict:
     `z_s` synopsis logits, `z_d` detail logits, `mask` M, `log_prob` the final log-distribution
-    over actions (restricted to M), `detail` the detail frames, and sampler statistics.
+    over actions (restricted to M), `detail` the detail frames, and the sampler's placement.
 
-    With `detail_sampling=False` it is the uniform baseline: plain TSM on K uniform whole frames.
+    With `S2D.DETAIL_SAMPLING False` it is the uniform baseline: plain TSM on K uniform whole
+    frames. `set_stage` switches between warmup (sampler at the identity) and sampling.
     """
 
     def __init__(self, cfg, num_classes: int):
@@ -86,29 +92,45 @@ class S2DNet(nn.Module):
         self.snet_size = snet_cfg.INPUT_SIZE
         self.dnet_frames = dnet_cfg.NUM_FRAMES
         self.dnet_size = dnet_cfg.INPUT_SIZE
-        self.sampler_frozen = True  # set_stage("sampling") lets f_theta move the sampler
+        self.kernel_backend = cfg.KERNELS.BACKEND
+        self.snet_lr_ratio = s2d.SNET_LR_RATIO
+        self.train_only = list(s2d.TRAIN_ONLY_PARAMS)
+        self.stage = "warmup"
         self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.DATA.STD, dtype=torch.float32), persistent=False)
 
         if not self.detail_sampling:
-            self.dnet = tsm_backbone(
-                dnet_cfg.ARCH, dnet_cfg.NUM_FRAMES, num_classes, dnet_cfg.SHIFT_DIV, dropout=dnet_cfg.DROPOUT
-            )
+            self.dnet = backbone_from_config(dnet_cfg, num_classes, self.kernel_backend)
+            self._always_frozen = self._frozen_names()
             return
 
-        self.snet = tsm_backbone(
-            snet_cfg.ARCH, snet_cfg.NUM_FRAMES, num_classes, snet_cfg.SHIFT_DIV, dropout=snet_cfg.DROPOUT
-        )
-        self.dnet = tsm_backbone(dnet_cfg.ARCH, dnet_cfg.NUM_FRAMES, 0, dnet_cfg.SHIFT_DIV)
+        self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
+        self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
         c_e = self.snet.num_features
-        self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
-        self.theta_time = ThetaStack(c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, 2)
-        self.theta_space = ThetaStack(c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, 4 * dnet_cfg.NUM_FRAMES)
-        self.sampler = DetailSampler(
-            dnet_cfg.NUM_FRAMES, dnet_cfg.INPUT_SIZE, cfg.DATA.MEAN, cfg.DATA.STD,
-            s2d.TEMPORAL_SIGMA, s2d.SPATIAL_SIGMA, s2d.TEMPORAL_STRIDE_RATIO,
-        )
+        theta_in, width = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS
+        sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0
+        self.time_outputs = 2 + sigma_outputs
+        self.space_outputs = 4 + sigma_outputs
+        self.temporal_sampling = s2d.TEMPORAL_SAMPLING
+        self.spatial_sampling = s2d.SPATIAL_SAMPLING
+        self.shared_theta = s2d.SHARED_THETA
+        if self.temporal_sampling or self.spatial_sampling:
+            self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
+            if self.shared_theta:
+                self.theta_shared = theta_body(theta_in, width)
+            if self.temporal_sampling:
+                if not self.shared_theta:
+                    self.theta_time = theta_body(theta_in, width)
+                self.time_head = zero_head(width, self.time_outputs)
+            if self.spatial_sampling:
+                if not self.shared_theta:
+                    self.theta_space = theta_body(theta_in, width)
+                self.space_head = zero_head(width, self.space_outputs * dnet_cfg.NUM_FRAMES)
+        self.sampler = DetailSampler(cfg)
         self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
+        for stage in s2d.FUSION_STAGES:
+            if not 1 <= stage <= len(self.dnet.stages):
+                raise ConfigError(f"S2D.FUSION_STAGES: stage {stage} does not exist; DNet has stages 1-{len(self.dnet.stages)}")
         self.fusion = nn.ModuleDict(
             {str(i): Fusion(self.dnet.stage_channels[i - 1], s2d.CONTEXT_DIM) for i in s2d.FUSION_STAGES}
         )
@@ -116,26 +138,119 @@ class S2DNet(nn.Module):
         self.classifier = nn.Linear(self.dnet.num_features + s2d.CONTEXT_DIM + num_classes, num_classes)
         nn.init.normal_(self.classifier.weight, 0.0, 0.001)
         nn.init.zeros_(self.classifier.bias)
+        self._always_frozen = self._frozen_names()
+
+    def _frozen_names(self) -> frozenset[str]:
+        """Parameters the backbones froze for good (partial BN)."""
+        return frozenset(n for n, p in self.named_parameters() if not p.requires_grad)
+
+    # -- stages and what trains -------------------------------------------------------------
+
+    @property
+    def snet_frozen(self) -> bool:
+        return self.detail_sampling and self.stage == "sampling" and self.snet_lr_ratio == 0
 
     def set_stage(self, stage: str) -> None:
-        """warmup: the sampler sits at the identity and f_theta does not train; sampling: it learns."""
-        self.sampler_frozen = stage == "warmup"
-        for p in self.sampler_parameters():
-            p.requires_grad_(not self.sampler_frozen)
+        """warmup: the sampler sits at the identity and f_theta does not train. sampling: f_theta
+        learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included) and
+        `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names start so."""
+        self.stage = stage
+        for name, p in self.named_parameters():
+            p.requires_grad_(self._trains(name))
+        if stage == "sampling" and self.train_only:
+            names = [n for n, _ in self.named_parameters()]
+            for prefix in self.train_only:
+                if not any(n.startswith(prefix) for n in names):
+                    tops = sorted({n.split(".")[0] for n in names})
+                    raise ConfigError(
+                        f"S2D.TRAIN_ONLY_PARAMS: no parameter name starts with {prefix!r}; "
+                        f"top-level modules: {', '.join(tops)}"
+                    )
+        self.train(self.training)
+
+    def _trains(self, name: str) -> bool:
+        if name in self._always_frozen:
+            return False
+        if name.startswith(_SAMPLER_PARTS):
+            return self.stage == "sampling"
+        if self.stage == "sampling":
+            if self.snet_frozen and name.startswith("snet."):
+                return False
+            if self.train_only:
+                return name.startswith(tuple(self.train_only))
+        return True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.snet_frozen:
+            self.snet.eval()
+        return self
+
+    def lr_ratios(self, cfg) -> dict[str, float]:
+        """Learning-rate factor per parameter name (before TSM's bias and BN rules).
+
+        Sampling stage: f_theta at S2D.SAMPLER_LR_RATIO, times the spatial or temporal ratio for
+        its branches, SNet at S2D.SNET_LR_RATIO. Warmup: a new classifier on a pretrained
+        backbone at TRAIN.NEW_FC_LR_RATIO (the sampling stage fine-tunes, so it has none).
+        """
+        s2d = cfg.S2D
+        ratios = {}
+        for name, _ in self.named_parameters():
+            ratio = 1.0
+            if self.stage == "sampling":
+                if name.startswith(_SAMPLER_PARTS):
+                    ratio = s2d.SAMPLER_LR_RATIO
+                    if name.startswith(_TIME_BRANCH):
+                        ratio *= s2d.TEMPORAL_LR_RATIO
+                    elif name.startswith(_SPACE_BRANCH):
+                        ratio *= s2d.SPATIAL_LR_RATIO
+                elif name.startswith("snet."):
+                    ratio = s2d.SNET_LR_RATIO
+            elif name.startswith(self._new_classifiers(cfg)):
+                ratio = cfg.TRAIN.NEW_FC_LR_RATIO
+            ratios[name] = ratio
+        return ratios
+
+    def _new_classifiers(self, cfg) -> tuple[str, ...]:
+        if not self.detail_sampling:
+            return ("dnet.fc.",) if cfg.DNET.PRETRAINED != "none" else ()
+        heads = []
+        if cfg.SNET.PRETRAINED != "none":
+            heads.append("snet.fc.")
+        if cfg.DNET.PRETRAINED != "none":
+            heads.append("classifier.")
+        return tuple(heads)
 
     def sampler_parameters(self) -> list[nn.Parameter]:
-        """f_theta: what the sampling stage trains with its own learning rate."""
-        if not self.detail_sampling:
-            return []
-        return [*self.embed.parameters(), *self.theta_time.parameters(), *self.theta_space.parameters()]
+        """f_theta: what only the sampling stage trains."""
+        return [p for n, p in self.named_parameters() if n.startswith(_SAMPLER_PARTS)]
+
+    # -- forward -------------------------------------------------------------------------------
 
     def _uniform_frames(self, frames, n_valid, k: int, size: int) -> torch.Tensor:
         """k uniform candidates, normalised and resized to `size`: `(B*k, 3, size, size)`."""
         index = uniform_indices(n_valid, k)
-        x = gather_frames(frames, index, mean=self.mean, std=self.std).flatten(0, 1)
+        x = gather_frames(frames, index, mean=self.mean, std=self.std, backend=self.kernel_backend).flatten(0, 1)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return x
+
+    def _theta(self, e: torch.Tensor, s: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_theta: `(dt, lt[, log_sigma])` per video and `(dx, dy, lx, ly[, log_sigma])` per frame."""
+        time_params = e.new_zeros(b, self.time_outputs)
+        space_params = e.new_zeros(b, self.dnet_frames, self.space_outputs)
+        if self.stage == "warmup" or not (self.temporal_sampling or self.spatial_sampling):
+            return time_params, space_params
+        e5 = e.view(b, -1, *e.shape[1:]).transpose(1, 2)  # (B, C_e, T_s, h, w)
+        emb = self.embed(s)[:, :, None, None, None].expand(-1, -1, *e5.shape[2:])
+        x = torch.cat([e5, emb], dim=1)
+        shared = self.theta_shared(x) if self.shared_theta else None
+        if self.temporal_sampling:
+            time_params = self.time_head(shared if shared is not None else self.theta_time(x))
+        if self.spatial_sampling:
+            space = self.space_head(shared if shared is not None else self.theta_space(x))
+            space_params = space.view(b, self.dnet_frames, self.space_outputs)
+        return time_params, space_params
 
     def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         b = frames.shape[0]
@@ -152,17 +267,8 @@ class S2DNet(nn.Module):
         mask, s = synopsis(z_s, self.topk, self.synopsis_target)
         s = s.detach()  # the synopsis is a target for the detail stage, not a path into SNet's logits
 
-        # f_theta: where and at which scale to look.
-        if self.sampler_frozen:
-            time_params = z_s.new_zeros(b, 2)
-            space_params = z_s.new_zeros(b, self.dnet_frames, 4)
-        else:
-            e5 = e.view(b, self.snet_frames, *e.shape[1:]).transpose(1, 2)  # (B, C_e, T_s, h, w)
-            emb = self.embed(s)[:, :, None, None, None].expand(-1, -1, *e5.shape[2:])
-            theta_in = torch.cat([e5, emb], dim=1)
-            time_params = self.theta_time(theta_in)
-            space_params = self.theta_space(theta_in).view(b, self.dnet_frames, 4)
-        detail, stats = self.sampler(frames, n_valid, time_params, space_params)
+        time_params, space_params = self._theta(e, s, b)
+        detail, placement = self.sampler(frames, n_valid, time_params, space_params)
 
         # Detail network with the contextual feature m fused between stages and at the classifier.
         m = self.context(torch.cat([s, g], dim=1))
@@ -175,29 +281,28 @@ class S2DNet(nn.Module):
         pooled = self.dnet.pool(feat)
         z_d = self.classifier(self.dnet_dropout(torch.cat([pooled, m, s], dim=1)))
         log_prob = torch.log_softmax(z_d.masked_fill(mask == 0, float("-inf")), dim=1)
-        return {
-            "z_s": z_s,
-            "z_d": z_d,
-            "mask": mask,
-            "log_prob": log_prob,
-            "detail": detail,
-            **stats,
-        }
+        return {"z_s": z_s, "z_d": z_d, "mask": mask, "log_prob": log_prob, "detail": detail, **placement}
 
 
-def s2d_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, snet_weight: float) -> dict[str, torch.Tensor]:
-    """Masked NLL of the final prediction plus the weighted CE of the synopsis.
+def s2d_loss(
+    out: dict[str, torch.Tensor], labels: torch.Tensor, snet_weight: float, dnet_loss: str = "masked_nll"
+) -> dict[str, torch.Tensor]:
+    """The detail loss plus the weighted CE of the synopsis.
 
-    In training the ground truth joins the mask M: the detail network learns to pick the true
-    action among the synopsis' candidates even when the synopsis missed it, and the loss stays
-    finite.
+    `masked_nll`: NLL of the top-k-restricted prediction. In training the ground truth joins
+    the mask M, so that the detail network learns to pick the true action among the synopsis'
+    candidates even when the synopsis missed it, and the loss stays finite. `ce`: plain
+    cross-entropy on z_d.
     """
     if "mask" not in out:  # the uniform baseline
         loss = F.cross_entropy(out["z_d"], labels)
         return {"loss": loss, "loss_detail": loss.detach()}
-    mask = out["mask"].scatter(1, labels[:, None], 1.0)
-    log_prob = torch.log_softmax(out["z_d"].masked_fill(mask == 0, float("-inf")), dim=1)
-    loss_detail = F.nll_loss(log_prob, labels)
+    if dnet_loss == "ce":
+        loss_detail = F.cross_entropy(out["z_d"], labels)
+    else:
+        mask = out["mask"].scatter(1, labels[:, None], 1.0)
+        log_prob = torch.log_softmax(out["z_d"].masked_fill(mask == 0, float("-inf")), dim=1)
+        loss_detail = F.nll_loss(log_prob, labels)
     loss_snet = F.cross_entropy(out["z_s"], labels)
     loss = loss_detail + snet_weight * loss_snet
     return {"loss": loss, "loss_detail": loss_detail.detach(), "loss_snet": loss_snet.detach()}
@@ -207,4 +312,4 @@ def build_model(cfg, num_classes: int) -> S2DNet:
     return S2DNet(cfg, num_classes)
 
 
-__all__ = ["S2DNet", "TSMBackbone", "build_model", "s2d_loss", "synopsis"]
+__all__ = ["S2DNet", "build_model", "s2d_loss", "synopsis"]

@@ -1,17 +1,33 @@
 """The detail sampler: where (in time and space) and at which scale the detail network looks.
 
-Given per-video temporal parameters `(dt, lt)` and per-detail-frame spatial parameters
-`(dx, dy, lx, ly)`, all zero at the identity, it builds differentiable Gaussian sampling
-weights over the candidate frames and Gaussian filter banks over rows and columns
-(DESIGN.md section 1, step 5), and applies them to the uint8 candidates.
+Given per-video temporal parameters `(dt, lt[, log_sigma])` and per-detail-frame spatial
+parameters `(dx, dy, lx, ly[, log_sigma])`, all zero at the identity, it places K detail
+frames over the candidates and an S x S window in each (DESIGN.md section 1, step 5), and
+reads them from the uint8 candidates:
+
+- training (dense, differentiable): Gaussian (or linear) weights over all T candidates, then
+  Gaussian filter banks (or bilinear `grid_sample`) over rows and columns;
+- evaluation (fast path): the temporal weights cut to the few taps that carry all but
+  `fast_path_eps` of their mass, read by `gather_frames` (then the filter bank) or, for the
+  bilinear method, by the fused `sample_details` kernel.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from s2d_fast.kernels import gather_frames
+from s2d_fast.kernels import gather_frames, sample_details
+
+# Zooms beyond e^4 either way are degenerate (a window of a pixel, or mostly outside the frame);
+# bounding the log-strides there also keeps one large step from overflowing the sampler.
+MAX_LOG_STRIDE = 4.0
+# Predicted log-sigmas stay in [-2, 1]: a sharper kernel has no gradient, a wider one is a blur.
+LOG_SIGMA_RANGE = (-2.0, 1.0)
 
 
 def uniform_positions(n_valid: torch.Tensor, k: int) -> torch.Tensor:
@@ -29,9 +45,15 @@ def uniform_indices(n_valid: torch.Tensor, k: int) -> torch.Tensor:
     return torch.minimum(index, (n_valid.unsqueeze(1) - 1).clamp(min=0))
 
 
-# Zooms beyond e^4 either way are degenerate (a window of a pixel, or mostly outside the frame);
-# bounding the log-strides there also keeps one large step from overflowing the sampler.
-MAX_LOG_STRIDE = 4.0
+def stride_scale(log_stride: torch.Tensor, param: str) -> torch.Tensor:
+    """The factor on the identity stride: `exp(l)` (clamped), or `2 sigmoid(l)`, bounded in (0, 2)."""
+    if param == "bounded":
+        return 2 * torch.sigmoid(log_stride)
+    return torch.exp(log_stride.clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE))
+
+
+def _sigma_scale(log_sigma: torch.Tensor | None) -> torch.Tensor | float:
+    return 1.0 if log_sigma is None else torch.exp(log_sigma.clamp(*LOG_SIGMA_RANGE))
 
 
 def _axis_positions(center: torch.Tensor, stride: torch.Tensor, count: int) -> torch.Tensor:
@@ -40,81 +62,130 @@ def _axis_positions(center: torch.Tensor, stride: torch.Tensor, count: int) -> t
     return center.unsqueeze(-1) + u * stride.unsqueeze(-1)
 
 
-def temporal_weights(
-    dt: torch.Tensor,
-    lt: torch.Tensor,
-    n_valid: torch.Tensor,
-    num_candidates: int,
-    k: int,
-    sigma: float,
-    stride_ratio: float = 1.0,
+def temporal_positions(
+    dt: torch.Tensor, lt: torch.Tensor, n_valid: torch.Tensor, k: int, stride_ratio: float = 1.0, param: str = "exp"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gaussian weights `(B, k, T)` of each detail frame over the candidates.
+    """Positions `(B, k)` of the detail frames among the candidates, with centres and strides `(B,)`.
 
     Centre `c = a + tanh(dt) (n-1)/2` around the middle `a = (n-1)/2` of the n valid candidates;
     stride `d = r_t n/k exp(lt)`. With n/k (not the paper's n/(k-1)) the identity puts the k
     frames exactly at the segment centres that TSN evaluation and the uniform baseline use.
-    Positions are clamped into the video, as no frame exists beyond it. Returns the weights,
-    the centres `(B,)` and strides `(B,)` (for logging and drawing).
+    Positions are clamped into the video, as no frame exists beyond it.
     """
     n = n_valid.to(dt.dtype).clamp(min=1)
     half = (n - 1) / 2
     center = half + torch.tanh(dt) * half
-    stride = stride_ratio * n / k * torch.exp(lt.clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE))
+    stride = stride_ratio * n / k * stride_scale(lt, param)
     mu = _axis_positions(center, stride, k)
     mu = torch.minimum(mu.clamp(min=0), (n - 1).unsqueeze(1))
-    i = torch.arange(num_candidates, device=dt.device, dtype=dt.dtype)
-    logits = -((i - mu.unsqueeze(-1)) ** 2) / (2 * sigma**2)
-    valid = i < n_valid.unsqueeze(1).unsqueeze(2)
-    weights = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
-    return weights, center, stride
+    return mu, center, stride
 
 
-def filter_bank(
-    d: torch.Tensor, l: torch.Tensor, size: int, out_size: int, sigma_scale: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gaussian filters `(..., out_size, size)` sampling one image axis of `size` pixels.
+def temporal_weights(mu: torch.Tensor, n_valid: torch.Tensor, num_candidates: int, method: str, sigma) -> torch.Tensor:
+    """Dense weights `(B, k, T)` of each detail frame over the candidates, rows summing to one.
 
-    Centre `size/2 - 1/2 + tanh(d) (size-1)/2`; stride `size/out_size exp(l)`, so that the
-    identity resamples the whole axis with pixel centres aligned (as `align_corners=False`).
-    The blur is what a stride-s resample needs against aliasing, sigma_scale * sqrt(s^2 - 1),
-    so a stride of one or less copies pixels. Also returns the centres and strides.
+    `gaussian`: `exp(-(i - mu)^2 / 2 sigma^2)` normalised over the valid candidates;
+    `linear`: interpolation between the two nearest candidates.
+    """
+    i = torch.arange(num_candidates, device=mu.device, dtype=mu.dtype)
+    dist = i - mu.unsqueeze(-1)
+    valid = i < n_valid.view(-1, 1, 1)
+    if method == "linear":
+        return torch.relu(1 - dist.abs()) * valid
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.unsqueeze(-1)
+    logits = -(dist**2) / (2 * sigma**2)
+    return torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
+
+
+def tap_radius(max_sigma: float, eps: float) -> int:
+    """Taps each side of a Gaussian's centre that hold all but `eps` of its mass at `max_sigma`
+    (the largest the model can produce): fixed, so the fast path's graph is static."""
+    return math.ceil(statistics.NormalDist().inv_cdf(1 - eps / 2) * max_sigma + 0.5)
+
+
+def temporal_taps(
+    mu: torch.Tensor, n_valid: torch.Tensor, method: str, sigma, radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fast path's few taps: `index, weight (B, k, P)` around each position, P = 2 radius + 1
+    for the Gaussian (taps outside the video get weight zero), 2 for linear interpolation."""
+    if method == "linear":
+        lo = mu.floor()
+        frac = mu - lo
+        index = torch.stack([lo, lo + 1], dim=-1)
+        weight = torch.stack([1 - frac, frac], dim=-1)
+    else:
+        offsets = torch.arange(-radius, radius + 1, device=mu.device, dtype=mu.dtype)
+        index = mu.round().unsqueeze(-1) + offsets
+        if isinstance(sigma, torch.Tensor):
+            sigma = sigma.unsqueeze(-1)
+        weight = torch.exp(-((index - mu.unsqueeze(-1)) ** 2) / (2 * sigma**2))
+    inside = (index >= 0) & (index < n_valid.view(-1, 1, 1))
+    weight = weight * inside
+    weight = weight / weight.sum(-1, keepdim=True).clamp(min=1e-12)
+    last = (n_valid.view(-1, 1, 1) - 1).to(index.dtype)
+    return torch.minimum(index.clamp(min=0), last).to(torch.int64), weight
+
+
+def spatial_positions(
+    d: torch.Tensor, l: torch.Tensor, size: int, out_size: int, param: str = "exp"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window centre and stride (pixels) on one axis of `size` pixels sampled `out_size` times.
+
+    Centre `(size-1)/2 + tanh(d) (size-1)/2`; stride `size/out_size exp(l)`, so that the identity
+    resamples the whole axis with pixel centres aligned (as `align_corners=False`).
     """
     half = (size - 1) / 2
-    center = half + torch.tanh(d) * half
-    stride = size / out_size * torch.exp(l.clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE))
+    return half + torch.tanh(d) * half, size / out_size * stride_scale(l, param)
+
+
+def filter_bank(center: torch.Tensor, stride: torch.Tensor, size: int, out_size: int, sigma_scale) -> torch.Tensor:
+    """Gaussian filters `(..., out_size, size)` sampling one image axis of `size` pixels.
+
+    The blur is what a stride-s resample needs against aliasing, sigma_scale * sqrt(s^2 - 1),
+    so a stride of one or less copies pixels.
+    """
     mu = _axis_positions(center, stride, out_size)
     sigma = sigma_scale * torch.sqrt(torch.relu(stride**2 - 1) + 0.04)
-    p = torch.arange(size, device=d.device, dtype=d.dtype)
+    p = torch.arange(size, device=center.device, dtype=center.dtype)
     f = torch.exp(-((p - mu.unsqueeze(-1)) ** 2) / (2 * sigma.unsqueeze(-1).unsqueeze(-1) ** 2))
     # Normalised over the image's pixels, as DRAW does, so that a frame resampled whole keeps its
     # edges; the small constant makes a filter that lies wholly outside read zeros.
-    return f / (f.sum(-1, keepdim=True) + 1e-6), center, stride
+    return f / (f.sum(-1, keepdim=True) + 1e-6)
+
+
+def bilinear_window(mixed: torch.Tensor, centers: torch.Tensor, strides: torch.Tensor, out_size: int) -> torch.Tensor:
+    """`(B, K, C, H, W)` to the bilinear `out_size^2` windows, zeros outside: what `sample_details`
+    computes in one pass, here differentiable in the window."""
+    b, k, c, h, w = mixed.shape
+    gx = _axis_positions(centers[..., 0], strides[..., 0], out_size) * (2 / max(w - 1, 1)) - 1
+    gy = _axis_positions(centers[..., 1], strides[..., 1], out_size) * (2 / max(h - 1, 1)) - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, :, None, :], gy[:, :, :, None]), dim=-1)
+    out = F.grid_sample(mixed.flatten(0, 1), grid.flatten(0, 1).to(mixed.dtype), mode="bilinear",
+                        padding_mode="zeros", align_corners=True)
+    return out.view(b, k, c, out_size, out_size)
 
 
 class DetailSampler(nn.Module):
     """Candidates `(B, T, 3, H, W)` uint8 to detail frames `(B, K, 3, S, S)`, normalised float."""
 
-    def __init__(
-        self,
-        num_frames: int,
-        out_size: int,
-        mean: list[float],
-        std: list[float],
-        temporal_sigma: float,
-        spatial_sigma: float,
-        temporal_stride_ratio: float,
-        kernel_backend: str | None = None,
-    ):
+    def __init__(self, cfg):
         super().__init__()
-        self.num_frames = num_frames
-        self.out_size = out_size
-        self.temporal_sigma = temporal_sigma
-        self.spatial_sigma = spatial_sigma
-        self.temporal_stride_ratio = temporal_stride_ratio
-        self.kernel_backend = kernel_backend
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+        s2d = cfg.S2D
+        self.num_frames = cfg.DNET.NUM_FRAMES
+        self.out_size = cfg.DNET.INPUT_SIZE
+        self.temporal_method = s2d.TEMPORAL_METHOD
+        self.spatial_method = s2d.SPATIAL_METHOD
+        self.temporal_sigma = s2d.TEMPORAL_SIGMA
+        self.spatial_sigma = s2d.SPATIAL_SIGMA
+        max_sigma = s2d.TEMPORAL_SIGMA * (math.exp(LOG_SIGMA_RANGE[1]) if s2d.PREDICT_SIGMA else 1.0)
+        self.tap_radius = tap_radius(max_sigma, s2d.FAST_PATH_EPS)
+        self.temporal_stride_ratio = s2d.TEMPORAL_STRIDE_RATIO
+        self.stride_param = s2d.STRIDE_PARAM
+        self.fast_path = s2d.FAST_PATH
+        self.kernel_backend = cfg.KERNELS.BACKEND
+        self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.DATA.STD, dtype=torch.float32), persistent=False)
 
     def forward(
         self,
@@ -123,28 +194,41 @@ class DetailSampler(nn.Module):
         time_params: torch.Tensor,
         space_params: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`time_params (B, 2)` = (dt, lt); `space_params (B, K, 4)` = (dx, dy, lx, ly)."""
+        """`time_params (B, 2|3)` = (dt, lt[, log_sigma]); `space_params (B, K, 4|5)` = (dx, dy, lx, ly[, log_sigma])."""
         b, t, _, h, w = frames.shape
         k, s = self.num_frames, self.out_size
-        weights, t_center, t_stride = temporal_weights(
-            time_params[:, 0], time_params[:, 1], n_valid, t, k,
-            self.temporal_sigma, self.temporal_stride_ratio,
+        mu, t_center, t_stride = temporal_positions(
+            time_params[:, 0], time_params[:, 1], n_valid, k, self.temporal_stride_ratio, self.stride_param
         )
-        index = torch.arange(t, device=frames.device).expand(b, k, t)
-        # One pass over the uint8 candidates: every detail frame mixes its taps, scaled and
-        # normalised on the way, so the float copy of all T candidates is never made.
-        mixed = gather_frames(frames, index, weights, mean=self.mean, std=self.std, backend=self.kernel_backend)
-        fy, cy, sy = filter_bank(space_params[..., 1], space_params[..., 3], h, s, self.spatial_sigma)
-        fx, cx, sx = filter_bank(space_params[..., 0], space_params[..., 2], w, s, self.spatial_sigma)
-        rows = torch.einsum("bksh,bkchw->bkcsw", fy, mixed)
-        detail = torch.einsum("bkcsw,bkuw->bkcsu", rows, fx)
-        stats = {
-            "t_center": t_center,
-            "t_stride": t_stride,
-            "x_center": cx,
-            "y_center": cy,
-            "x_stride": sx,
-            "y_stride": sy,
-            "t_weights": weights,
-        }
+        t_sigma = self.temporal_sigma * _sigma_scale(time_params[:, 2:3] if time_params.shape[1] > 2 else None)
+        cx, sx = spatial_positions(space_params[..., 0], space_params[..., 2], w, s, self.stride_param)
+        cy, sy = spatial_positions(space_params[..., 1], space_params[..., 3], h, s, self.stride_param)
+        s_sigma = self.spatial_sigma * _sigma_scale(space_params[..., 4] if space_params.shape[-1] > 4 else None)
+        centers, strides = torch.stack([cx, cy], -1), torch.stack([sx, sy], -1)
+        norm = {"mean": self.mean, "std": self.std, "backend": self.kernel_backend}
+
+        if self.fast_path and not torch.is_grad_enabled():
+            index, weight = temporal_taps(mu, n_valid, self.temporal_method, t_sigma, self.tap_radius)
+            if self.spatial_method == "bilinear":
+                detail = sample_details(frames, index, weight, centers, strides, s, **norm)
+            else:
+                detail = self._filter(gather_frames(frames, index, weight, **norm), cx, sx, cy, sy, s_sigma)
+        else:
+            weights = temporal_weights(mu, n_valid, t, self.temporal_method, t_sigma)
+            index = torch.arange(t, device=frames.device).expand(b, k, t)
+            # One pass over the uint8 candidates: every detail frame mixes its taps, scaled and
+            # normalised on the way, so the float copy of all T candidates is never made.
+            mixed = gather_frames(frames, index, weights, **norm)
+            if self.spatial_method == "bilinear":
+                detail = bilinear_window(mixed, centers, strides, s)
+            else:
+                detail = self._filter(mixed, cx, sx, cy, sy, s_sigma)
+        stats = {"t_center": t_center, "t_stride": t_stride, "t_positions": mu, "centers": centers, "strides": strides}
         return detail, stats
+
+    def _filter(self, mixed, cx, sx, cy, sy, sigma) -> torch.Tensor:
+        h, w = mixed.shape[-2:]
+        fy = filter_bank(cy, sy, h, self.out_size, sigma)
+        fx = filter_bank(cx, sx, w, self.out_size, sigma)
+        rows = torch.einsum("bksh,bkchw->bkcsw", fy, mixed)
+        return torch.einsum("bkcsw,bkuw->bkcsu", rows, fx)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -42,7 +43,9 @@ class TemporalShift(nn.Module):
 class TSMBackbone(nn.Module):
     """A 2-D CNN whose residual branches shift in time; frame logits are averaged per video.
 
-    `num_classes=0` builds a feature extractor with no classifier.
+    `num_classes=0` builds a feature extractor with no classifier. `temporal_pool` halves the
+    frames after the first stage (max over time, as TSM); `partial_bn` keeps every BN layer but
+    the first in eval mode with frozen affine parameters while training (TSM's partial BN).
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class TSMBackbone(nn.Module):
         num_segments: int,
         num_classes: int,
         dropout: float,
+        temporal_pool: bool = False,
+        partial_bn: bool = False,
     ):
         super().__init__()
         self.stem = stem
@@ -60,18 +65,35 @@ class TSMBackbone(nn.Module):
         self.stage_channels = list(stage_channels)
         self.num_features = stage_channels[-1]
         self.num_segments = num_segments
+        self.temporal_pool = temporal_pool
+        self.out_segments = num_segments // 2 if temporal_pool else num_segments
+        self.partial_bn = partial_bn
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
         if self.fc is not None:  # TSM's init of the new classifier
             nn.init.normal_(self.fc.weight, 0.0, 0.001)
             nn.init.zeros_(self.fc.bias)
+        if partial_bn:
+            for bn in self._frozen_bns():
+                bn.weight.requires_grad_(False)
+                bn.bias.requires_grad_(False)
+
+    def _frozen_bns(self) -> list[nn.BatchNorm2d]:
+        return [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)][1:]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.partial_bn:
+            for bn in self._frozen_bns():
+                bn.eval()
+        return self
 
     def forward_features(
         self,
         x: torch.Tensor,
         after_stage: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`(B*T, 3, H, W)` frames to the last feature map `(B*T, C, h, w)`.
+        """`(B*T, 3, H, W)` frames to the last feature map `(B*T', C, h, w)` (T' = out_segments).
 
         `after_stage(i, feat)` (stages counted from 1) may replace a stage's output, which is how
         S2DNet fuses its contextual features into the detail network.
@@ -79,17 +101,19 @@ class TSMBackbone(nn.Module):
         x = self.stem(x)
         for i, stage in enumerate(self.stages, start=1):
             x = stage(x)
+            if i == 1 and self.temporal_pool:
+                x = _pool_time(x, self.num_segments)
             if after_stage is not None:
                 x = after_stage(i, x)
         return x
 
     def pool(self, feat: torch.Tensor) -> torch.Tensor:
-        """`(B*T, C, h, w)` to per-video pooled features `(B, C)` (mean over space and time)."""
+        """`(B*T', C, h, w)` to per-video pooled features `(B, C)` (mean over space and time)."""
         pooled = feat.mean(dim=(2, 3))
-        return pooled.view(-1, self.num_segments, pooled.shape[1]).mean(dim=1)
+        return pooled.view(-1, self.out_segments, pooled.shape[1]).mean(dim=1)
 
     def classify(self, feat: torch.Tensor) -> torch.Tensor:
-        """`(B*T, C, h, w)` to video logits: frame logits averaged (linear, so pool first)."""
+        """`(B*T', C, h, w)` to video logits: frame logits averaged (linear, so pool first)."""
         return self.fc(self.dropout(self.pool(feat)))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -99,28 +123,37 @@ class TSMBackbone(nn.Module):
         return self.classify(self.forward_features(frames.flatten(0, 1)))
 
 
-def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: int, backend) -> None:
+def _pool_time(x: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """TSM's temporal pooling: max over 3 frames with stride 2, so T frames become T // 2."""
+    nt, c, h, w = x.shape
+    x = x.view(nt // num_segments, num_segments, c, h, w).transpose(1, 2)
+    x = F.max_pool3d(x, kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+    return x.transpose(1, 2).reshape(-1, c, h, w)
+
+
+def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: int, backend, temporal_pool: bool) -> None:
     layers = [net.layer1, net.layer2, net.layer3, net.layer4]
     # TSM shifts every other block of ResNet-101 (its layer3 has 23 blocks) and every block
-    # of the shallower ResNets.
+    # of the shallower ResNets; after temporal pooling the later stages see half the frames.
     every = 2 if len(net.layer3) >= 23 else 1
-    for layer in layers:
+    for stage, layer in enumerate(layers):
+        segments = num_segments // 2 if temporal_pool and stage > 0 else num_segments
         for i, block in enumerate(layer):
             if i % every == 0:
-                block.conv1 = TemporalShift(block.conv1, num_segments, shift_div, backend)
+                block.conv1 = TemporalShift(block.conv1, segments, shift_div, backend)
 
 
 def _resnet(arch: str):
-    def build(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained):
+    def build(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn):
         net = getattr(torchvision.models, arch)()
         if pretrained:
             net.load_state_dict(imagenet_state_dict(arch))
         if shift:
-            _shift_resnet(net, num_segments, shift_div, backend)
+            _shift_resnet(net, num_segments, shift_div, backend, temporal_pool)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         stages = [net.layer1, net.layer2, net.layer3, net.layer4]
         channels = [_out_channels(layer) for layer in stages]
-        return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout)
+        return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout, temporal_pool, partial_bn)
 
     return build
 
@@ -131,7 +164,9 @@ def _out_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained):
+def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn):
+    if temporal_pool:
+        raise ValueError("temporal pooling is defined for the ResNet backbones only, as in TSM")
     net = torchvision.models.mobilenet_v2()
     if pretrained:
         net.load_state_dict(imagenet_state_dict("mobilenetv2"))
@@ -146,7 +181,7 @@ def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend,
     stem = features[0:2]
     stages = [features[a:b] for a, b in bounds[1:]]
     channels = [_mobilenet_out_channels(stage) for stage in stages]
-    return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout)
+    return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout, False, partial_bn)
 
 
 def _mobilenet_out_channels(stage: nn.Sequential) -> int:
@@ -176,6 +211,8 @@ def tsm_backbone(
     dropout: float = 0.5,
     shift: bool = True,
     backend: str | None = None,
+    temporal_pool: bool = False,
+    partial_bn: bool = False,
 ) -> TSMBackbone:
     """The TSM network `arch` for clips of `num_segments` frames.
 
@@ -184,4 +221,23 @@ def tsm_backbone(
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown backbone {arch!r}; available: {', '.join(available_backbones())}")
-    return _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, pretrained)
+    if temporal_pool and num_segments % 2:
+        raise ValueError(f"temporal pooling halves the frames: num_segments must be even, got {num_segments}")
+    return _BUILDERS[arch](
+        num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn
+    )
+
+
+def backbone_from_config(net_cfg, num_classes: int, kernel_backend: str = "auto") -> TSMBackbone:
+    """The SNET or DNET section of a config as a backbone (weights are loaded separately)."""
+    return tsm_backbone(
+        net_cfg.ARCH,
+        net_cfg.NUM_FRAMES,
+        num_classes,
+        net_cfg.SHIFT_DIV,
+        dropout=net_cfg.DROPOUT,
+        shift=net_cfg.SHIFT,
+        backend=kernel_backend,
+        temporal_pool=net_cfg.TEMPORAL_POOL,
+        partial_bn=net_cfg.PARTIAL_BN,
+    )
