@@ -171,14 +171,11 @@ class S2DNet(nn.Module):
     def _trains(self, name: str) -> bool:
         if name in self._always_frozen:
             return False
-        if name.startswith(_SAMPLER_PARTS):
-            return self.stage == "sampling"
-        if self.stage == "sampling":
-            if self.snet_frozen and name.startswith("snet."):
-                return False
-            if self.train_only:
-                return name.startswith(tuple(self.train_only))
-        return True
+        if self.stage == "warmup":
+            return not name.startswith(_SAMPLER_PARTS)
+        if self.train_only:
+            return name.startswith(tuple(self.train_only))
+        return not (self.snet_frozen and name.startswith("snet."))
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,0 +1,184 @@
+"""Every switch the paper ablates builds, trains a step, and does what it says."""
+
+import pytest
+import torch
+
+from s2d_fast.config import ConfigError
+from s2d_fast.engine.optim import parameter_groups
+from s2d_fast.kernels import sample_details_reference
+from s2d_fast.models import build_model, s2d_loss, tsm_backbone
+from s2d_fast.models.sampler import DetailSampler
+
+from test_model import batch, small_cfg
+
+SWITCHES = [
+    ("S2D.TOPK", "1"),
+    ("S2D.SYNOPSIS_TARGET", "mask"),
+    ("S2D.TEMPORAL_SAMPLING", "False"),
+    ("S2D.SPATIAL_SAMPLING", "False"),
+    ("S2D.SHARED_THETA", "True"),
+    ("S2D.TEMPORAL_METHOD", "linear"),
+    ("S2D.SPATIAL_METHOD", "bilinear"),
+    ("S2D.PREDICT_SIGMA", "True"),
+    ("S2D.STRIDE_PARAM", "bounded"),
+    ("S2D.FUSION_STAGES", "[]"),
+    ("S2D.FUSION_STAGES", "[1, 2, 3, 4]"),
+    ("S2D.DNET_LOSS", "ce"),
+    ("S2D.SNET_LOSS_WEIGHT", "0.0"),
+    ("S2D.DETAIL_SAMPLING", "False"),
+    ("DNET.SHIFT", "False"),
+    ("DNET.TEMPORAL_POOL", "True"),
+    ("DNET.PARTIAL_BN", "True"),
+]
+
+
+@pytest.mark.parametrize("key,value", SWITCHES, ids=[f"{k}={v}" for k, v in SWITCHES])
+def test_switch_builds_and_trains_one_step(key, value):
+    torch.manual_seed(0)
+    cfg = small_cfg(key, value, "S2D.SAMPLER_LR_RATIO", "10")
+    model = build_model(cfg, num_classes=10)
+    model.set_stage("sampling")
+    model.train()
+    opt = torch.optim.SGD(parameter_groups(model, cfg), lr=0.01, momentum=0.9)
+    frames, n_valid, labels = batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    loss = s2d_loss(model(frames, n_valid), labels, cfg.S2D.SNET_LOSS_WEIGHT, cfg.S2D.DNET_LOSS)["loss"]
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert any(n.startswith("dnet.") for n in moved)
+    if cfg.S2D.DETAIL_SAMPLING and (cfg.S2D.TEMPORAL_SAMPLING or cfg.S2D.SPATIAL_SAMPLING):
+        assert any(n.startswith(("time_head.", "space_head.")) for n in moved)
+    model.eval()
+    with torch.no_grad():
+        out = model(frames, n_valid)
+    assert torch.allclose(out["log_prob"].exp().sum(1), torch.ones(2), atol=1e-5)
+
+
+def test_switched_off_axes_have_no_heads():
+    model = build_model(small_cfg("S2D.TEMPORAL_SAMPLING", "False"), 10)
+    assert not hasattr(model, "time_head") and hasattr(model, "space_head")
+    model = build_model(small_cfg("S2D.SHARED_THETA", "True"), 10)
+    assert hasattr(model, "theta_shared") and not hasattr(model, "theta_time")
+
+
+def test_topk_masks_prediction():
+    model = build_model(small_cfg("S2D.TOPK", "1"), 10).eval()
+    out = model(*batch()[:2])
+    probs = out["log_prob"].exp()
+    assert torch.equal(probs.argmax(1), out["z_s"].argmax(1))  # top-1 synopsis decides alone
+    assert torch.allclose(probs.max(1).values, torch.ones(2))
+
+
+def _moved_params(cfg):
+    frames, n_valid, _ = batch()
+    model = build_model(cfg, 10)
+    with torch.no_grad():
+        model.space_head.bias.normal_(0, 0.5)
+        model.time_head.bias.normal_(0, 0.5)
+    model.set_stage("sampling")
+    return model, frames, n_valid
+
+
+@pytest.mark.parametrize("spatial", ["gaussian", "bilinear"])
+@pytest.mark.parametrize("temporal", ["gaussian", "linear"])
+def test_fast_path_matches_dense_path(spatial, temporal):
+    cfg = small_cfg("S2D.SPATIAL_METHOD", spatial, "S2D.TEMPORAL_METHOD", temporal, "S2D.FAST_PATH_EPS", "1e-4")
+    model, frames, n_valid = _moved_params(cfg)
+    model.eval()
+    dense = model(frames, n_valid)  # grad enabled: the dense, differentiable path
+    with torch.no_grad():
+        fast = model(frames, n_valid)
+    # Dropping at most eps of the temporal mass moves a normalised pixel (|x| < 2.7) by at
+    # most about 2 * 2.7 * eps; float32 sums add a little.
+    assert (fast["detail"] - dense["detail"]).abs().max() < 2 * 2.7 * 1e-4 + 1e-4
+    assert torch.allclose(fast["log_prob"].exp(), dense["log_prob"].exp(), atol=1e-3)
+
+
+def test_bilinear_sampler_agrees_with_sample_details_reference():
+    cfg = small_cfg("S2D.SPATIAL_METHOD", "bilinear")
+    model, frames, n_valid = _moved_params(cfg)
+    model.eval()
+    out = model(frames, n_valid)  # dense: temporal weights over all candidates, grid_sample
+    t = frames.shape[1]
+    from s2d_fast.models.sampler import temporal_weights
+
+    weights = temporal_weights(out["t_positions"], n_valid, t, "gaussian", cfg.S2D.TEMPORAL_SIGMA)
+    index = torch.arange(t).expand(2, 4, t)
+    mean, std = torch.tensor(cfg.DATA.MEAN), torch.tensor(cfg.DATA.STD)
+    ref = sample_details_reference(frames, index, weights, out["centers"], out["strides"], 32, mean=mean, std=std)
+    assert torch.allclose(out["detail"], ref, atol=1e-4)
+
+
+def test_snet_lr_ratio_zero_freezes_snet_including_bn():
+    cfg = small_cfg("S2D.SNET_LR_RATIO", "0")
+    model = build_model(cfg, 10)
+    model.set_stage("sampling")
+    model.train()
+    assert not any(p.requires_grad for p in model.snet.parameters())
+    assert not model.snet.training and model.dnet.training
+    stats = model.snet.stem[0][1].running_mean.clone()
+    model(*batch()[:2])
+    assert torch.equal(stats, model.snet.stem[0][1].running_mean)
+    model.set_stage("warmup")
+    assert all(p.requires_grad for p in model.snet.parameters())
+
+
+def test_lr_ratios_of_the_sampling_stage():
+    cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "10", "S2D.SPATIAL_LR_RATIO", "0.5", "S2D.TEMPORAL_LR_RATIO", "2",
+                    "S2D.SNET_LR_RATIO", "0.1")
+    model = build_model(cfg, 10)
+    model.set_stage("sampling")
+    ratios = model.lr_ratios(cfg)
+    assert ratios["time_head.weight"] == 20 and ratios["theta_time.0.weight"] == 20
+    assert ratios["space_head.weight"] == 5
+    assert ratios["embed.weight"] == 10
+    assert ratios["snet.fc.weight"] == pytest.approx(0.1)
+    assert ratios["classifier.weight"] == 1
+
+
+def test_new_classifier_learns_faster_on_a_pretrained_backbone():
+    cfg = small_cfg("DNET.PRETRAINED", "imagenet")
+    model = build_model(small_cfg(), 10)  # weights are not needed to read the ratios
+    ratios = model.lr_ratios(cfg)
+    assert ratios["classifier.weight"] == 5 and ratios["snet.fc.weight"] == 1
+    model.set_stage("sampling")
+    assert model.lr_ratios(cfg)["classifier.weight"] == 1  # the sampling stage fine-tunes
+
+
+def test_train_only_params():
+    cfg = small_cfg("S2D.TRAIN_ONLY_PARAMS", "['space_head', 'classifier']")
+    model = build_model(cfg, 10)
+    model.set_stage("sampling")
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"space_head", "classifier"}
+    with pytest.raises(ConfigError, match="no parameter name starts with 'thetaa'.*theta_space"):
+        build_model(small_cfg("S2D.TRAIN_ONLY_PARAMS", "['thetaa']"), 10).set_stage("sampling")
+
+
+def test_partial_bn_freezes_all_but_the_first():
+    net = tsm_backbone("resnet18", 4, 5, partial_bn=True)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    net.train()
+    assert bns[0].training and bns[0].weight.requires_grad
+    assert not any(b.training or b.weight.requires_grad for b in bns[1:])
+    model = build_model(small_cfg("DNET.PARTIAL_BN", "True"), 10)
+    model.set_stage("sampling")
+    assert not model.dnet.stages[0][0].bn1.weight.requires_grad  # stage switches keep it frozen
+
+
+def test_temporal_pool_halves_frames():
+    net = tsm_backbone("resnet18", 4, 5, temporal_pool=True).eval()
+    feat = net.forward_features(torch.randn(8, 3, 32, 32))
+    assert feat.shape[0] == 4
+    assert net(torch.randn(2, 4, 3, 32, 32)).shape == (2, 5)
+    assert net.stages[1][0].conv1.num_segments == 2
+    with pytest.raises(ValueError, match="ResNet backbones only"):
+        tsm_backbone("mobilenetv2", 4, 5, temporal_pool=True)
+
+
+def test_bad_fusion_stage():
+    with pytest.raises(ConfigError, match="S2D.FUSION_STAGES: stage 5 does not exist"):
+        build_model(small_cfg("S2D.FUSION_STAGES", "[5]"), 10)
