@@ -1,0 +1,156 @@
+"""TSM's temporal shift: a fold of channels looks one frame ahead, the next fold one frame back.
+
+Bytes moved (forward, and the backward alike): every output element is written once and every
+element that is not shifted in from beyond the clip is read once,
+`(2 * numel - 2 * N * fold * H * W) * itemsize`; see `temporal_shift_bytes`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._backend import resolve_backend
+
+BLOCK = 1024
+
+
+def temporal_shift_reference(x: torch.Tensor, n_segment: int, fold_div: int = 8) -> torch.Tensor:
+    """TSM's reference shift (Lin et al., `ops/temporal_shift.py`): zeros, then three slice copies."""
+    nt, c, h, w = x.size()
+    n_batch = nt // n_segment
+    x = x.view(n_batch, n_segment, c, h, w)
+    fold = c // fold_div
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]  # shift left
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]  # shift right
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]  # not shift
+    return out.view(nt, c, h, w)
+
+
+def temporal_shift_bytes(shape: tuple[int, int, int, int], n_segment: int, fold_div: int, itemsize: int) -> int:
+    """Bytes one shift (or its backward) must move: read the kept values, write every output."""
+    nt, c, h, w = shape
+    fold = c // fold_div
+    numel = nt * c * h * w
+    # Each clip's boundary frame has `fold` channels per direction that nothing is read for.
+    zeroed = (nt // n_segment) * 2 * fold * h * w
+    return (2 * numel - zeroed) * itemsize
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """`x` if it is contiguous or channels_last (the layouts the shift preserves), else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def _shift_torch(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> torch.Tensor:
+    """One pass: every output element is written exactly once (the reference writes the zeros first).
+
+    `reverse` swaps the two directions, which is the backward of the forward shift.
+    """
+    x = _dense(x)
+    nt, c, h, w = x.shape
+    out = torch.empty_like(x)  # preserves contiguous / channels_last strides
+    xv = x.view(nt // n_segment, n_segment, c, h, w)
+    ov = out.view(nt // n_segment, n_segment, c, h, w)
+    ahead, back = slice(0, fold), slice(fold, 2 * fold)
+    if reverse:
+        ahead, back = back, ahead
+    ov[:, :-1, ahead] = xv[:, 1:, ahead]
+    ov[:, -1, ahead] = 0
+    ov[:, 1:, back] = xv[:, :-1, back]
+    ov[:, 0, back] = 0
+    ov[:, :, 2 * fold :] = xv[:, :, 2 * fold :]
+    return out
+
+
+class _TemporalShiftTorch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n_segment: int, fold: int) -> torch.Tensor:
+        ctx.n_segment, ctx.fold = n_segment, fold
+        return _shift_torch(x, n_segment, fold, reverse=False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _shift_torch(grad, ctx.n_segment, ctx.fold, reverse=True), None, None
+
+
+@triton.jit
+def _temporal_shift_kernel(
+    x_ptr, out_ptr, n_segment, frame_numel, channel_stride, C, fold,
+    REVERSE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # Axis 0 walks frames (n * n_segment + t), axis 1 blocks within a frame, so the per-element
+    # index arithmetic stays in 32 bits; the layout only changes how a channel is found.
+    frame = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < frame_numel
+    c = (offs // channel_stride) % C
+    dt = tl.where(c < fold, 1, tl.where(c < 2 * fold, -1, 0))
+    if REVERSE:
+        dt = -dt
+    src_t = frame % n_segment + dt
+    # What would come from beyond either end of the clip reads nothing and stores zero.
+    valid = mask & (src_t >= 0) & (src_t < n_segment)
+    base = frame.to(tl.int64) * frame_numel
+    v = tl.load(x_ptr + base + dt * frame_numel + offs, mask=valid, other=0)
+    tl.store(out_ptr + base + offs, v, mask=mask)
+
+
+@torch.library.custom_op("s2d_fast::temporal_shift", mutates_args=())
+def _temporal_shift_triton(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> torch.Tensor:
+    x = _dense(x)
+    nt, c, h, w = x.shape
+    out = torch.empty_like(x)
+    frame_numel = c * h * w
+    channel_stride = h * w if x.is_contiguous() else 1
+    grid = (nt, triton.cdiv(frame_numel, BLOCK))
+    _temporal_shift_kernel[grid](
+        x, out, n_segment, frame_numel, channel_stride, c, fold, REVERSE=reverse, BLOCK=BLOCK
+    )
+    return out
+
+
+@_temporal_shift_triton.register_fake
+def _(x, n_segment, fold, reverse):
+    return torch.empty_like(_dense(x))
+
+
+def _temporal_shift_triton_setup(ctx, inputs, output):
+    _, ctx.n_segment, ctx.fold, ctx.reverse = inputs
+
+
+def _temporal_shift_triton_backward(ctx, grad):
+    return _temporal_shift_triton(grad, ctx.n_segment, ctx.fold, not ctx.reverse), None, None, None
+
+
+_temporal_shift_triton.register_autograd(
+    _temporal_shift_triton_backward, setup_context=_temporal_shift_triton_setup
+)
+
+
+def temporal_shift(
+    x: torch.Tensor, n_segment: int, fold_div: int = 8, *, backend: str | None = None
+) -> torch.Tensor:
+    """TSM's temporal shift of `x (N*T, C, H, W)`, frames grouped in clips of `n_segment`.
+
+    With `fold = C // fold_div`, channels `[0, fold)` take frame t+1's values, `[fold, 2*fold)`
+    frame t-1's, the rest are kept; what would come from beyond the clip is zero. Same result
+    as `temporal_shift_reference`, with the shape, dtype and memory format (contiguous or
+    channels_last; any other layout comes back contiguous) of `x`. Differentiable: the backward
+    is the opposite shift. `backend`: None/"auto" (Triton for CUDA tensors, torch otherwise),
+    "triton" or "torch".
+    """
+    if x.dim() != 4:
+        raise ValueError(f"temporal_shift expects x of shape (N*T, C, H, W), got shape {tuple(x.shape)}")
+    if n_segment < 1 or fold_div < 1:
+        raise ValueError(f"temporal_shift needs n_segment >= 1 and fold_div >= 1, got {n_segment} and {fold_div}")
+    if x.shape[0] % n_segment != 0:
+        raise ValueError(f"temporal_shift: N*T = {x.shape[0]} is not divisible by n_segment = {n_segment}")
+    fold = x.shape[1] // fold_div
+    if resolve_backend(backend, x.device) == "triton":
+        return _temporal_shift_triton(x, n_segment, fold, False)
+    return _TemporalShiftTorch.apply(x, n_segment, fold)
