@@ -164,5 +164,53 @@ def synthetic(out_dir, num_train, num_val, seed, fmt):
     click.echo(f"wrote {root}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def flops(config_file, json_path, args):
+    """GFLOPs per video and parameters of SNet, the sampler, DNet and the total (fvcore).
+
+    Counted for the configured input sizes and frame counts, in the sampling stage (f_theta
+    active), next to the uniform baseline and TSM with K and 2K uniform frames. One
+    multiply-add counts as one FLOP, as the TSM paper reports.
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
+    """
+
+    def go():
+        from s2d_fast.engine.evaluate import write_json
+        from s2d_fast.models.flops import flops_report, format_flops_table
+
+        report = flops_report(_load(config_file, args))
+        click.echo(format_flops_table(report))
+        if json_path:
+            click.echo(f"wrote {write_json(report, json_path)}")
+
+    _run(go)
+
+
+@main.group()
+def bench():
+    """Benchmarks: our kernels and pipelines against the reference ops, side by side."""
+
+
+@bench.command(name="kernels")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--repeats", default=20, show_default=True, help="Timed repeats per case; medians are reported.")
+@click.option("--quick", is_flag=True, help="Fewer shapes and repeats: a smoke run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
+def bench_kernels_command(device, repeats, quick, json_path):
+    """Time temporal_shift, gather_frames and sample_details against their references.
+
+    Shapes are TSM-ResNet-50's shift inputs for 8 and 16 frames at 224 (batch 8) and a gather
+    of 8 of 32 uint8 candidates at 224. On CPU the torch paths are compared with the reference
+    and with a clone of the same tensor (the floor for producing a new tensor); on CUDA the
+    Triton kernels also report GB/s and the fraction of device-to-device copy bandwidth.
+    """
+    from s2d_fast.bench.kernels import bench_kernels
+
+    bench_kernels(device=device, repeats=repeats, json_path=json_path, quick=quick)
+
+
 if __name__ == "__main__":
     main()

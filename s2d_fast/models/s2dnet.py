@@ -7,6 +7,8 @@ contextual feature m fused in) -> prediction restricted to M.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,9 @@ from s2d_fast.kernels import gather_frames
 
 from .sampler import DetailSampler, uniform_indices
 from .tsm import backbone_from_config
+from .weights import load_pretrained
+
+logger = logging.getLogger("s2d_fast")
 
 
 def synopsis(z_s: torch.Tensor, k: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,21 +54,23 @@ def zero_head(in_features: int, out_features: int) -> nn.Linear:
 
 
 class Fusion(nn.Module):
-    """Concatenate m over a feature map, 1x1 conv back to its channels; starts as the identity
-    so that a pretrained detail network is undisturbed at the start of training."""
+    """f_m fused into a detail stage: a 1x1 conv over `[feat, m broadcast]` back to the stage's
+    channels. m is the same at every pixel, so its half of the conv is a linear map computed
+    once per video and added, the same arithmetic without the broadcast copy. Starts as the
+    identity so that a pretrained detail network is undisturbed at the start of training."""
 
     def __init__(self, channels: int, context_dim: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels + context_dim, channels, 1)
+        self.feat = nn.Conv2d(channels, channels, 1, bias=False)
+        self.context = nn.Linear(context_dim, channels)
         with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.weight[:, :channels, 0, 0] = torch.eye(channels)
-            self.conv.bias.zero_()
+            self.feat.weight.copy_(torch.eye(channels)[:, :, None, None])
+            self.context.weight.zero_()
+            self.context.bias.zero_()
 
     def forward(self, feat: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        m = m.repeat_interleave(feat.shape[0] // m.shape[0], dim=0)
-        m = m[:, :, None, None].expand(-1, -1, feat.shape[2], feat.shape[3])
-        return self.conv(torch.cat([feat, m], dim=1))
+        shift = self.context(m).repeat_interleave(feat.shape[0] // m.shape[0], dim=0)
+        return self.feat(feat) + shift[:, :, None, None]
 
 
 # Parameter-name prefixes of f_theta's parts, for the sampling stage's learning-rate ratios.
@@ -101,11 +108,14 @@ class S2DNet(nn.Module):
 
         if not self.detail_sampling:
             self.dnet = backbone_from_config(dnet_cfg, num_classes, self.kernel_backend)
+            logger.info("DNet weights: %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
             self._always_frozen = self._frozen_names()
             return
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
+        logger.info("SNet weights: %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
+        logger.info("DNet weights: %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
         c_e = self.snet.num_features
         theta_in, width = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS
         sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0

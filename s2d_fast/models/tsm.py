@@ -16,7 +16,7 @@ from torch import nn
 
 from s2d_fast.kernels import temporal_shift
 
-from .weights import imagenet_state_dict
+from .weights import load_pretrained
 
 
 class TemporalShift(nn.Module):
@@ -144,10 +144,8 @@ def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: 
 
 
 def _resnet(arch: str):
-    def build(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn):
+    def build(num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn):
         net = getattr(torchvision.models, arch)()
-        if pretrained:
-            net.load_state_dict(imagenet_state_dict(arch))
         if shift:
             _shift_resnet(net, num_segments, shift_div, backend, temporal_pool)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -164,12 +162,10 @@ def _out_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn):
+def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn):
     if temporal_pool:
         raise ValueError("temporal pooling is defined for the ResNet backbones only, as in TSM")
     net = torchvision.models.mobilenet_v2()
-    if pretrained:
-        net.load_state_dict(imagenet_state_dict("mobilenetv2"))
     features = net.features
     if shift:
         for block in features:
@@ -223,9 +219,10 @@ def tsm_backbone(
         raise ValueError(f"unknown backbone {arch!r}; available: {', '.join(available_backbones())}")
     if temporal_pool and num_segments % 2:
         raise ValueError(f"temporal pooling halves the frames: num_segments must be even, got {num_segments}")
-    return _BUILDERS[arch](
-        num_segments, num_classes, shift_div, dropout, shift, backend, pretrained, temporal_pool, partial_bn
-    )
+    net = _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn)
+    if pretrained:
+        load_pretrained(net, "imagenet")
+    return net
 
 
 def backbone_from_config(net_cfg, num_classes: int, kernel_backend: str = "auto") -> TSMBackbone:

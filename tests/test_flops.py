@@ -1,0 +1,75 @@
+"""FLOP and parameter counts: TSM as its paper reports it, and S2DNet's breakdown."""
+
+import pytest
+
+from s2d_fast.config import load_config
+from s2d_fast.models.flops import flops_report, format_flops_table, resolve_num_classes, tsm_flops
+from s2d_fast.models.sampler import tap_radius
+
+SMALL = [
+    "DATA.NUM_CANDIDATES", "12", "DATA.CROP_SIZE", "48",
+    "SNET.ARCH", "mobilenetv2", "SNET.NUM_FRAMES", "4", "SNET.INPUT_SIZE", "32",
+    "DNET.ARCH", "resnet18", "DNET.NUM_FRAMES", "4", "DNET.INPUT_SIZE", "40",
+    "S2D.THETA_CHANNELS", "16", "S2D.EMBED_DIM", "8", "S2D.CONTEXT_DIM", "16",
+]
+
+
+def test_tsm_resnet50_as_the_tsm_paper_reports():
+    gflops, params_m = tsm_flops("resnet50", 8, 224, 400)
+    assert gflops == pytest.approx(32.9, rel=0.01)
+    assert params_m == pytest.approx(24.3, abs=0.05)
+
+
+def test_s2d_components_add_up_and_match_their_parts():
+    cfg = load_config(None, SMALL)
+    report = flops_report(cfg, num_classes=10)
+    parts = {row["part"]: row for row in report["components"]}
+    assert list(parts) == ["snet", "f_theta", "sampling", "f_m", "dnet", "snet_input"]
+    total = report["total"]
+    assert sum(r["gflops"] for r in report["components"]) == pytest.approx(total["gflops"], rel=1e-9)
+    assert sum(r["params_m"] for r in report["components"]) == pytest.approx(total["params_m"], rel=1e-9)
+    assert all(r["gflops"] > 0 for r in report["components"])
+
+    # The detail network with its share of the classifier costs what plain TSM on K frames costs,
+    # and so does the uniform baseline, plus reading its K frames (one MAC per value) and resizing
+    # them from 48 to 40 (4 per value).
+    tsm_k = tsm_flops("resnet18", 4, 40, 10)
+    assert parts["dnet"]["gflops"] == pytest.approx(tsm_k[0], rel=1e-9)
+    assert parts["dnet"]["params_m"] == pytest.approx(tsm_k[1], rel=1e-9)
+    uniform, plain_k, plain_2k = report["baselines"]
+    assert plain_k["gflops"] == pytest.approx(tsm_k[0], rel=1e-9)
+    assert uniform["gflops"] * 1e9 == pytest.approx(tsm_k[0] * 1e9 + 4 * 3 * 48 * 48 + 4 * 4 * 3 * 40 * 40, rel=1e-9)
+    assert plain_2k["gflops"] == pytest.approx(2 * tsm_k[0], rel=0.01)
+    assert parts["snet"]["gflops"] == pytest.approx(tsm_flops("mobilenetv2", 4, 32, 10)[0], rel=1e-9)
+
+    # Sampling: P temporal taps per detail value, then the row and column filter banks.
+    k, c, s, h = 4, 3, 40, 48
+    taps = 2 * tap_radius(cfg.S2D.TEMPORAL_SIGMA, cfg.S2D.FAST_PATH_EPS) + 1
+    expected = k * c * h * h * taps + k * c * s * h * h + k * c * s * s * h
+    assert parts["sampling"]["gflops"] * 1e9 == pytest.approx(expected, rel=1e-9)
+    # The SNet's input: 4 uniform frames read (one MAC per value), resized as bilinear (4 per value).
+    assert parts["snet_input"]["gflops"] * 1e9 == pytest.approx(4 * c * h * h + 4 * 4 * c * 32 * 32, rel=1e-9)
+    assert "aten::topk" in report["skipped_ops"]
+
+    table = format_flops_table(report)
+    assert "S2DNet total" in table and "TSM-resnet18 8x40" in table and "10 classes (given)" in table
+    assert f"{total['gflops']:.3f}" in table
+
+
+def test_uniform_config_reports_baselines_only():
+    report = flops_report(load_config(None, SMALL + ["S2D.DETAIL_SAMPLING", "False"]), num_classes=5)
+    assert report["components"] == [] and report["total"] is None
+    assert [r["component"] for r in report["baselines"]][1:] == ["TSM-resnet18 4x40", "TSM-resnet18 8x40"]
+    assert [r["part"] for r in report["baselines"]] == ["uniform", "tsm_4", "tsm_8"]
+    assert "S2DNet total" not in format_flops_table(report)
+
+
+def test_class_count_from_config_dataset_or_assumed():
+    cfg = load_config(None, ["DATA.DATASET", "kinetics400"])
+    assert resolve_num_classes(cfg) == (400, "dataset kinetics400")
+    cfg = load_config(None, ["DATA.DATASET", "somethingv2", "DATA.NUM_CLASS", "7"])
+    assert resolve_num_classes(cfg) == (7, "DATA.NUM_CLASS")
+    cfg.defrost()
+    cfg.DATA.NUM_CLASS, cfg.DATA.DATASET = 0, "my-videos"
+    count, source = resolve_num_classes(cfg)
+    assert count == 400 and "assumed" in source and "my-videos" in source
