@@ -14,9 +14,10 @@ _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]*$")
 
 def _user_errors():
     """The exceptions that are the user's to fix: shown as one message, no traceback."""
+    from s2d_fast.data.loader import VideoReadError
     from s2d_fast.engine.checkpoint import CheckpointError
 
-    return (ConfigError, CheckpointError, FileNotFoundError)
+    return (ConfigError, CheckpointError, FileNotFoundError, VideoReadError)
 
 
 def split_positionals(args: tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:
@@ -101,7 +102,7 @@ def train(stage, config_file, dataset, output, args):
     def go():
         cfg = _load(config_file, args, dataset, stage, output)
         if cfg.EVALUATE:
-            from s2d_fast.engine.trainer import evaluate_checkpoint
+            from s2d_fast.engine.evaluate import evaluate_checkpoint
 
             _print_metrics(evaluate_checkpoint(cfg))
             return
@@ -128,8 +129,7 @@ def evaluate(config_file, checkpoint, json_path, output, args):
     """
 
     def go():
-        from s2d_fast.engine.evaluate import write_json
-        from s2d_fast.engine.trainer import evaluate_checkpoint
+        from s2d_fast.engine.evaluate import evaluate_checkpoint, write_json
 
         cfg = _load(config_file, args, output=output)
         metrics = evaluate_checkpoint(cfg, checkpoint)

@@ -157,6 +157,10 @@ _CHOICES = {
     "S2D.STRIDE_PARAM": ("exp", "bounded"),
     "S2D.DNET_LOSS": ("masked_nll", "ce"),
     "KERNELS.BACKEND": ("auto", "triton", "torch"),
+    "TRAIN.AMP": ("none", "bf16", "fp16"),
+    "TEST.AMP": ("none", "bf16", "fp16"),
+    "TRAIN.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "TEST.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 

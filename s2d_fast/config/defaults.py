@@ -24,11 +24,30 @@ _C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights; biases and BN parameters get none
 _C.TRAIN.NEW_FC_LR_RATIO = 5.0  # TSM: a new classifier on a pretrained backbone learns 5x faster
 _C.TRAIN.CLIP_GRAD_NORM = 20.0  # clip the global gradient norm to this; 0 disables
 _C.TRAIN.RESUME = ""  # checkpoint to start from; sampling defaults to this run's warmup checkpoint
+_C.TRAIN.AUTO_RESUME = True  # continue from this stage's last checkpoint in OUTPUT_DIR if there is one
+_C.TRAIN.CHECKPOINT_PERIOD = 1  # keep an epoch checkpoint every N epochs (besides last and best)
+_C.TRAIN.CHECKPOINT_ITERS = 0  # also write the last checkpoint every N iterations; 0: epoch ends only
+_C.TRAIN.KEEP_CHECKPOINTS = 3  # epoch checkpoints kept, newest first
+_C.TRAIN.DETERMINISTIC = False  # deterministic algorithms: a resumed run matches an uninterrupted one
+_C.TRAIN.AMP = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (with a gradient scaler)
+_C.TRAIN.COMPILE = False  # torch.compile the model for training
+_C.TRAIN.COMPILE_MODE = "default"  # torch.compile mode: default | reduce-overhead | max-autotune
+_C.TRAIN.CHANNELS_LAST = False  # channels_last memory format for the convolutions
+_C.TRAIN.ACCUM_STEPS = 1  # batches whose gradients are summed per optimiser step
+_C.TRAIN.SYNC_BN = False  # synchronise BatchNorm statistics across processes
 _C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and after the last)
 _C.TRAIN.LOG_PERIOD = 10  # iterations between logged lines and progress-bar loss updates
 
 _C.TEST = CfgNode()
-_C.TEST.BATCH_SIZE = 8  # videos per evaluation batch
+_C.TEST.BATCH_SIZE = 8  # videos per evaluation batch, per process
+_C.TEST.AMP = "none"  # mixed precision for evaluation: none | bf16 | fp16
+_C.TEST.COMPILE = False  # torch.compile the model for evaluation (with weight freezing on CPU)
+_C.TEST.COMPILE_MODE = "default"  # torch.compile mode: default | reduce-overhead | max-autotune
+_C.TEST.CHANNELS_LAST = False  # channels_last memory format for evaluation
+_C.TEST.PREDICTIONS = ""  # if set, write per-video predictions (JSON lines) to this file
+
+_C.DIST = CfgNode()
+_C.DIST.TIMEOUT = 300  # seconds a collective may wait: a dead rank makes the others fail, not hang
 
 _C.DATA = CfgNode()
 _C.DATA.DATASET = "synthetic"  # registered dataset name: synthetic, kinetics400, mini-kinetics, ...
@@ -36,6 +55,7 @@ _C.DATA.ROOT = ""  # folder the list files' paths are relative to; "" uses the d
 _C.DATA.TRAIN_LIST = ""  # TSN list file `path num_frames label` for training; "" = dataset default
 _C.DATA.VAL_LIST = ""  # TSN list file for validation; "" = dataset default
 _C.DATA.NUM_CLASS = 0  # number of action classes; 0 takes the dataset's own count
+_C.DATA.INPUT_FORMAT = ""  # video (files PyAV decodes) | frames (JPEG folders); "" = dataset default
 _C.DATA.NUM_CANDIDATES = 32  # T: candidate frames spread uniformly over each video
 _C.DATA.SCALE_SIZE = 256  # short side the frames are resized to before cropping
 _C.DATA.CROP_SIZE = 224  # side of the square crop handed to the model (detail resolution)
@@ -49,6 +69,8 @@ _C.SYNTHETIC.NUM_TRAIN = 800  # training videos of the built-in dataset
 _C.SYNTHETIC.NUM_VAL = 200  # validation videos of the built-in dataset
 _C.SYNTHETIC.SEED = 0  # generator seed: the same seed writes the same videos
 _C.SYNTHETIC.FORMAT = "webm"  # webm (VP9) | mp4 (H.264) | frames (JPEG folders)
+_C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue tile stays 20-24 px whatever it is
+_C.SYNTHETIC.NUM_FRAMES = 48  # frames per video (12 fps); the cue shows in 1/6 of them
 
 _C.SNET = CfgNode()
 _C.SNET.ARCH = "mobilenetv2"  # synopsis backbone: mobilenetv2 | resnet18 | resnet34 | resnet50

@@ -1,4 +1,4 @@
-"""Evaluation: run the model over a loader, score every video, compute the metrics."""
+"""Evaluation: score every video once (across processes too), compute the metrics."""
 
 from __future__ import annotations
 
@@ -11,39 +11,96 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s2d_fast.config import ConfigError
+from s2d_fast.data.loader import build_loader
+from s2d_fast.models import S2DNet, build_model
+
+from .checkpoint import load_checkpoint
+from .distributed import DistContext, all_gather_objects, init_distributed, launch, shutdown_distributed
 from .metrics import compute_metrics
+from .runtime import autocast, compile_model, newest_checkpoint, seed_everything, setup_logging
 
 logger = logging.getLogger("s2d_fast")
 
+# Batches before the throughput clock starts: the first ones pay for allocation and compilation.
+WARMUP_BATCHES = 1
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
 
 @torch.no_grad()
-def predict_scores(model, loader, device: torch.device, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class probabilities `(N, A)`, labels `(N,)` and list indices `(N,)` for every video."""
+def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "none", is_main: bool = True) -> dict:
+    """Class probabilities `(N, A)`, labels and list indices of this process's videos, and the
+    throughput after the warm-up batches. Several views per video (clips x crops, a
+    `(B, V, T, 3, H, W)` batch) are averaged."""
     model.eval()
+    amp = autocast(device, amp_dtype)
     scores, labels, indices = [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
+    timed_videos, start = 0, None
+    for i, batch in enumerate(tqdm(loader, desc="eval", leave=False, disable=None if is_main else True, dynamic_ncols=True)):
+        if i == WARMUP_BATCHES:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
         frames = batch["frames"].to(device, non_blocking=True)
         n_valid = batch["n_valid"].to(device, non_blocking=True)
-        out = model(frames, n_valid)
-        scores.append(out["log_prob"].float().exp().cpu())
+        views = frames.shape[1] if frames.dim() == 6 else 1
+        if views > 1:
+            frames = frames.flatten(0, 1)
+            n_valid = n_valid.flatten(0, 1) if n_valid.dim() == 2 else n_valid.repeat_interleave(views)
+        with amp:
+            out = model(frames, n_valid)
+        probs = out["log_prob"].float().exp()
+        scores.append(probs.view(-1, views, probs.shape[-1]).mean(1).cpu())
         labels.append(batch["label"])
         indices.append(batch["index"])
-    return (
-        torch.cat(scores).numpy(),
-        torch.cat(labels).numpy(),
-        torch.cat(indices).numpy(),
-    )
+        if start is not None:
+            timed_videos += len(batch["label"])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start if start is not None else 0.0
+    return {
+        "scores": torch.cat(scores).numpy() if scores else np.zeros((0, 0)),
+        "labels": torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64),
+        "indices": torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64),
+        "timed_videos": timed_videos,
+        "seconds": seconds,
+    }
 
 
-def evaluate(model, loader, device: torch.device) -> dict:
-    """Top-1, top-5, mAP (percent), the number of videos and the wall time."""
-    start = time.perf_counter()
-    scores, labels, _ = predict_scores(model, loader, device)
-    seconds = time.perf_counter() - start
+def per_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    pred = scores.argmax(1)
+    return {int(c): float(100.0 * (pred[labels == c] == c).mean()) for c in np.unique(labels)}
+
+
+def evaluate(
+    model, loader, device: torch.device, ctx: DistContext | None = None, *, amp_dtype: str = "none"
+) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Top-1, top-5, mAP (percent), per-class accuracy and throughput over the whole validation
+    list: each process scores its shard, the shards are gathered and every video counted once.
+    Also returns the gathered `(indices, scores, labels)`, in list order."""
+    ctx = ctx or DistContext(0, 1, 0, device)
+    part = predict_scores(model, loader, device, amp_dtype=amp_dtype, is_main=ctx.is_main)
+    parts = all_gather_objects(part, ctx)
+    indices = np.concatenate([p["indices"] for p in parts])
+    order = np.argsort(indices, kind="stable")
+    indices = indices[order]
+    if len(np.unique(indices)) != len(indices):
+        raise RuntimeError("evaluation scored some videos twice: the shards overlap")
+    scores = np.concatenate([p["scores"] for p in parts if len(p["scores"])])[order]
+    labels = np.concatenate([p["labels"] for p in parts])[order]
     metrics = compute_metrics(scores, labels)
-    metrics["seconds"] = round(seconds, 3)
-    metrics["videos_per_second"] = round(len(labels) / seconds, 3) if seconds > 0 else None
-    return metrics
+    metrics["per_class_top1"] = per_class_accuracy(scores, labels)
+    # Processes run side by side: the slowest one sets the pace.
+    seconds = max(p["seconds"] for p in parts)
+    timed = sum(p["timed_videos"] for p in parts)
+    metrics["videos_per_second"] = round(timed / seconds, 3) if seconds > 0 else None
+    metrics["device"] = f"{_device_name(device)} x{ctx.world_size}"
+    return metrics, (indices, scores, labels)
 
 
 def write_json(data: dict, path: str | Path) -> Path:
@@ -51,3 +108,61 @@ def write_json(data: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def write_predictions(path: str | Path, indices, scores, labels, records, top: int = 5) -> Path:
+    """One JSON line per video: its path, label, and the top classes with probabilities."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, s, y in zip(indices, scores, labels):
+            best = np.argsort(-s, kind="stable")[:top]
+            row = {"video": records[i].path, "label": int(y), "top": [[int(c), round(float(s[c]), 6)] for c in best]}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[S2DNet, dict]:
+    """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
+    path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
+    state = load_checkpoint(path)
+    model = build_model(cfg, state["num_classes"])
+    model.set_stage(state["stage"])
+    model.load_state_dict(state["model"])
+    memory_format = torch.channels_last if cfg.TEST.CHANNELS_LAST else torch.preserve_format
+    model.to(device, memory_format=memory_format).eval()
+    return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"]}
+
+
+def _evaluate_process(cfg, checkpoint) -> dict | None:
+    ctx = init_distributed(cfg)
+    try:
+        setup_logging(quiet=not ctx.is_main)
+        seed_everything(cfg.RNG_SEED)
+        loader = build_loader(cfg, "val", distributed=ctx.distributed)
+        model, source = load_for_eval(cfg, checkpoint or cfg.TRAIN.RESUME or None, ctx.device)
+        if loader.dataset.num_classes != model.num_classes:
+            raise ConfigError(
+                f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
+                f"has {loader.dataset.num_classes}; check DATA.DATASET and DATA.NUM_CLASS"
+            )
+        runner = compile_model(model, cfg.TEST.COMPILE, cfg.TEST.COMPILE_MODE, training=False)
+        metrics, (indices, scores, labels) = evaluate(runner, loader, ctx.device, ctx, amp_dtype=cfg.TEST.AMP)
+        metrics["checkpoint"] = source
+        if cfg.TEST.PREDICTIONS and ctx.is_main:
+            metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, indices, scores, labels, loader.dataset.records))
+        if ctx.is_main:
+            from s2d_fast.models.flops import flops_report
+
+            report = flops_report(cfg, model.num_classes)
+            # The uniform baseline has no total row: its first baseline row is the model itself.
+            metrics["gflops_per_video"] = (report["total"] or report["baselines"][0])["gflops"]
+        return metrics if ctx.is_main else None
+    finally:
+        shutdown_distributed()
+
+
+def evaluate_checkpoint(cfg, checkpoint: str | Path | None = None) -> dict | None:
+    """Evaluate a checkpoint on the validation list, in this process or NUM_GPUS spawned ones;
+    the result says where the weights came from, the device and the throughput."""
+    return launch(cfg, _evaluate_process, cfg, checkpoint)

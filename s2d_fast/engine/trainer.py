@@ -1,14 +1,25 @@
-"""Training: warmup (sampler at the identity) and sampling (the sampler learns)."""
+"""Training: warmup (sampler at the identity) and sampling (the sampler learns).
+
+One process or many (DDP, see `distributed.py`); eager or compiled; fp32, bf16 or fp16 with a
+gradient scaler. Checkpoints hold everything a resume needs (model, optimiser, schedule,
+scaler, epoch, iteration, random states), so that a run killed at any point and resumed ends
+with the same weights as one never interrupted (TRAIN.DETERMINISTIC on the CPU).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import random
+import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -17,17 +28,72 @@ from s2d_fast.data.loader import build_loader
 from s2d_fast.models import S2DNet, build_model, s2d_loss
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
-from .runtime import checkpoint_path, newest_checkpoint, select_device, seed_everything, setup_logging
+from .runtime import autocast, checkpoint_path, compile_model, seed_everything, setup_logging
 
 logger = logging.getLogger("s2d_fast")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the first such iteration."""
+
+
+class StopRequest:
+    """SIGTERM or SIGINT asks the loop to finish its step, write a checkpoint and exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.info("%s received: finishing this step, then writing a checkpoint", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def rng_state() -> dict:
+    """Every random generator the training step draws from, as plain tensors and ints."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _start_checkpoint(cfg) -> Path | None:
-    """What this stage starts from: TRAIN.RESUME, or for sampling this run's warmup checkpoint."""
+    """What this stage starts from: TRAIN.RESUME; else, with TRAIN.AUTO_RESUME, this stage's own
+    last checkpoint in OUTPUT_DIR; else, for sampling, this run's warmup checkpoint."""
     if cfg.TRAIN.RESUME:
         return Path(cfg.TRAIN.RESUME)
+    own = checkpoint_path(cfg.OUTPUT_DIR, cfg.TRAIN.STAGE, "last")
+    if cfg.TRAIN.AUTO_RESUME and own.is_file():
+        return own
     if cfg.TRAIN.STAGE == "sampling":
         path = checkpoint_path(cfg.OUTPUT_DIR, "warmup", "last")
         if not path.is_file():
@@ -39,140 +105,244 @@ def _start_checkpoint(cfg) -> Path | None:
     return None
 
 
-def _epoch_summary(epoch: int, epochs: int, sums: dict[str, float], count: int, lr: float) -> str:
-    losses = " ".join(f"{k}={v / max(count, 1):.4f}" for k, v in sums.items())
-    return f"epoch {epoch}/{epochs} {losses} lr={lr:.3g}"
+def _sampler_scalars(out: dict, n_valid: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
+    """Where the sampler looks, averaged over the batch: temporal centre as a fraction of the
+    video, temporal stride in candidate frames, and the zoom (identity stride / stride)."""
+    if "t_center" not in out:
+        return {}
+    identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
+    return {
+        "sampler/t_center": (out["t_center"] / (n_valid - 1).clamp(min=1)).mean(),
+        "sampler/t_stride": out["t_stride"].mean(),
+        "sampler/zoom": (identity / out["strides"]).mean(),
+    }
 
 
-def train(cfg) -> dict:
-    """Train one stage as configured; returns the final validation metrics and checkpoint paths."""
-    stage = cfg.TRAIN.STAGE
-    output_dir = Path(cfg.OUTPUT_DIR)
-    setup_logging(output_dir, f"log_{stage}.txt")
-    device = select_device(cfg)
-    seed_everything(cfg.RNG_SEED)
-    save_config(cfg, output_dir / f"config_{stage}.yaml")
+class Trainer:
+    """One stage of training in this process (one rank of a distributed run)."""
 
-    train_loader = build_loader(cfg, "train")
-    val_loader = build_loader(cfg, "val")
-    num_classes = train_loader.dataset.num_classes
-    model = build_model(cfg, num_classes)
-    model.set_stage(stage)
-
-    start_epoch, best_top1 = 0, -1.0
-    start = _start_checkpoint(cfg)
-    resumed = None
-    if start is not None:
-        resumed = load_checkpoint(start)
-        model.load_state_dict(resumed["model"])
-        logger.info("loaded %s (stage %s, epoch %d)", start, resumed["stage"], resumed["epoch"])
-    model.to(device)
-
-    epochs = cfg.TRAIN.EPOCHS
-    optimizer, scheduler = build_optimizer(model, cfg, total_iters=epochs * len(train_loader))
-    if resumed is not None and resumed["stage"] == stage:
-        # The same stage: carry on where it stopped, not from scratch.
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        start_epoch = resumed["epoch"]
-        best_top1 = resumed.get("best_top1", -1.0)
-
-    writer = SummaryWriter(str(output_dir / "tensorboard" / stage))
-    logger.info(
-        "stage %s: %d training and %d validation videos, %d classes, %d epochs on %s",
-        stage, len(train_loader.dataset), len(val_loader.dataset), num_classes, epochs, device,
-    )
-    metrics: dict = {}
-    train_seconds = 0.0
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        count = 0
-        tic = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=None, dynamic_ncols=True)
-        for it, batch in enumerate(bar):
-            frames = batch["frames"].to(device, non_blocking=True)
-            n_valid = batch["n_valid"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            losses = s2d_loss(model(frames, n_valid), labels, cfg.S2D.SNET_LOSS_WEIGHT)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if cfg.TRAIN.CLIP_GRAD_NORM > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            if it % cfg.TRAIN.LOG_PERIOD == 0 or it == len(train_loader) - 1:
-                # Reading the loss syncs with the device: only at the logging period.
-                values = {k: v.item() for k, v in losses.items()}
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, iteration {it}: {values}")
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                step = epoch * len(train_loader) + it
-                for k, v in values.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                bar.set_postfix(loss=f"{values['loss']:.3f}")
-        train_seconds += time.perf_counter() - tic
-        logger.info(_epoch_summary(epoch + 1, epochs, sums, count, scheduler.get_last_lr()[0]))
-
-        evaluated = (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or epoch + 1 == epochs
-        if evaluated:
-            metrics = evaluate(model, val_loader, device)
-            logger.info(
-                "epoch %d/%d val top1=%.2f top5=%.2f mAP=%.2f (%d videos)",
-                epoch + 1, epochs, metrics["top1"], metrics["top5"], metrics["mAP"], metrics["num_videos"],
+    def __init__(self, cfg, ctx: DistContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.stage = cfg.TRAIN.STAGE
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.device = ctx.device
+        self.train_loader = build_loader(cfg, "train", distributed=ctx.distributed)
+        self.val_loader = build_loader(cfg, "val", distributed=ctx.distributed)
+        self.num_classes = self.train_loader.dataset.num_classes
+        self.model: S2DNet = build_model(cfg, self.num_classes)
+        self.model.set_stage(self.stage)
+        self.accum = cfg.TRAIN.ACCUM_STEPS
+        self.steps_per_epoch = len(self.train_loader) // self.accum
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"TRAIN.ACCUM_STEPS {self.accum} exceeds the {len(self.train_loader)} batches of an epoch"
             )
-            for k in ("top1", "top5", "mAP"):
-                writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-            "stage": stage,
-            "num_classes": num_classes,
-            "metrics": metrics,
-            "best_top1": best_top1,
-            "config": cfg.dump(),
-        }
-        if evaluated and metrics["top1"] > best_top1:
-            best_top1 = metrics["top1"]
-            state["best_top1"] = best_top1
-            save_checkpoint(state, checkpoint_path(output_dir, stage, "best"))
-        save_checkpoint(state, checkpoint_path(output_dir, stage, "last"))
-    writer.close()
-    logger.info("stage %s done: %.1f s of training; checkpoint %s", stage, train_seconds, checkpoint_path(output_dir, stage))
-    return {"metrics": metrics, "train_seconds": train_seconds, "checkpoint": str(checkpoint_path(output_dir, stage))}
-
-
-def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[S2DNet, dict]:
-    """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
-    path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
-    state = load_checkpoint(path)
-    model = build_model(cfg, state["num_classes"])
-    model.set_stage(state["stage"])
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"]}
-
-
-def evaluate_checkpoint(cfg, checkpoint: str | Path | None = None) -> dict:
-    """Evaluate a checkpoint on the validation list; the result carries where it came from."""
-    setup_logging()
-    device = select_device(cfg)
-    seed_everything(cfg.RNG_SEED)
-    loader = build_loader(cfg, "val")
-    model, source = load_for_eval(cfg, checkpoint or cfg.TRAIN.RESUME or None, device)
-    if loader.dataset.num_classes != model.num_classes:
-        raise ConfigError(
-            f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
-            f"has {loader.dataset.num_classes}; check DATA.DATASET and DATA.NUM_CLASS"
+        self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        start = _start_checkpoint(cfg)
+        state = load_checkpoint(start) if start is not None else None
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            logger.info("loaded %s (stage %s, epoch %d)", start, state["stage"], state["epoch"])
+        memory_format = torch.channels_last if cfg.TRAIN.CHANNELS_LAST else torch.preserve_format
+        self.model.to(self.device, memory_format=memory_format)
+        if cfg.TRAIN.SYNC_BN and ctx.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.optimizer, self.scheduler = build_optimizer(
+            self.model, cfg, total_iters=cfg.TRAIN.EPOCHS * self.steps_per_epoch
         )
-    metrics = evaluate(model, loader, device)
-    metrics["checkpoint"] = source
-    metrics["device"] = str(device)
-    return metrics
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.TRAIN.AMP == "fp16")
+        if state is not None and state["stage"] == self.stage:
+            # The same stage: carry on where it stopped, not from scratch.
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.epoch, self.iteration = state["epoch"], state["iteration"]
+            self.best_top1 = state["best_top1"]
+            set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)])
+        wrapped = self.model
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = compile_model(wrapped, cfg.TRAIN.COMPILE, cfg.TRAIN.COMPILE_MODE, training=True)
+        self.writer = SummaryWriter(str(self.output_dir / "tensorboard" / self.stage)) if ctx.is_main else None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _state(self, metrics: dict) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "stage": self.stage,
+            "num_classes": self.num_classes,
+            "metrics": metrics,
+            "best_top1": self.best_top1,
+            "rng": all_gather_objects(rng_state(), self.ctx),  # each rank's own generators
+            "config": self.cfg.dump(),
+        }
+
+    def save(self, metrics: dict, *, epoch_end: bool = False, best: bool = False) -> None:
+        state = self._state(metrics)  # every rank joins the gather of random states
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "last"))
+        if best:
+            save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "best"))
+        if epoch_end and self.epoch % self.cfg.TRAIN.CHECKPOINT_PERIOD == 0:
+            save_checkpoint(state, self.output_dir / "checkpoints" / f"{self.stage}-epoch{self.epoch:04d}.pt")
+            kept = sorted((self.output_dir / "checkpoints").glob(f"{self.stage}-epoch*.pt"))
+            for old in kept[: max(0, len(kept) - self.cfg.TRAIN.KEEP_CHECKPOINTS)]:
+                old.unlink()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        bad = int(first_bad.item())
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite at epoch {self.epoch + 1}, iteration {bad}; stopping with "
+                f"the last good checkpoint kept in {self.output_dir / 'checkpoints'} (try a lower TRAIN.BASE_LR)"
+            )
+
+    def _log(self, losses: dict, extra: dict, step: int) -> dict[str, float]:
+        values = {k: v.item() for k, v in {**losses, **extra}.items()}
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+        return values
+
+    def run(self) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        epochs, log_period = cfg.TRAIN.EPOCHS, cfg.TRAIN.LOG_PERIOD
+        logger.info(
+            "stage %s: %d training and %d validation videos, %d classes, epochs %d-%d on %s x%d",
+            self.stage, len(self.train_loader.dataset), len(self.val_loader.dataset), self.num_classes,
+            self.epoch + 1, epochs, self.device, ctx.world_size,
+        )
+        amp = autocast(self.device, cfg.TRAIN.AMP)
+        batches = self.steps_per_epoch * self.accum  # an epoch's batches, whole optimiser steps only
+        metrics: dict = {}
+        train_seconds = 0.0
+        with StopRequest() as stop:
+            while self.epoch < epochs:
+                self.model.train()
+                sampler = self.train_loader.sampler
+                sampler.set_epoch(self.epoch, start=self.iteration * self.train_loader.batch_size)
+                first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+                sums: dict[str, float] = {}
+                count = 0
+                tic = time.perf_counter()
+                bar = tqdm(
+                    total=batches, initial=self.iteration, desc=f"{self.stage} {self.epoch + 1}/{epochs}",
+                    leave=False, disable=None if ctx.is_main else True, dynamic_ncols=True,
+                )
+                for batch in self.train_loader:
+                    if self.iteration >= batches:
+                        break
+                    frames = batch["frames"].to(self.device, non_blocking=True)
+                    n_valid = batch["n_valid"].to(self.device, non_blocking=True)
+                    labels = batch["label"].to(self.device, non_blocking=True)
+                    boundary = (self.iteration + 1) % self.accum == 0
+                    sync = nullcontext() if boundary or not ctx.distributed else self.forward_no_sync()
+                    with sync:
+                        with amp:
+                            out = self.forward(frames, n_valid)
+                            losses = s2d_loss(out, labels, cfg.S2D.SNET_LOSS_WEIGHT, cfg.S2D.DNET_LOSS)
+                        self.scaler.scale(losses["loss"] / self.accum).backward()
+                    # Remember the first bad iteration on the device: no host sync per step.
+                    bad = ~torch.isfinite(losses["loss"].detach()) & (first_bad < 0)
+                    first_bad = torch.where(bad, torch.tensor(self.iteration, device=self.device), first_bad)
+                    if boundary:
+                        self.scaler.unscale_(self.optimizer)
+                        if cfg.TRAIN.CLIP_GRAD_NORM > 0:
+                            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.scheduler.step()
+                    self.iteration += 1
+                    bar.update(1)
+                    last = self.iteration == batches
+                    if self.iteration % log_period == 0 or last:
+                        self._check_finite(first_bad)
+                        step = self.epoch * batches + self.iteration
+                        values = self._log(losses, _sampler_scalars(out, n_valid, cfg), step)
+                        for k, v in values.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                        bar.set_postfix(loss=f"{values['loss']:.3f}")
+                        stopping = any_rank(stop.requested, ctx)
+                    else:
+                        stopping = stop.requested and not ctx.distributed
+                    periodic = cfg.TRAIN.CHECKPOINT_ITERS and self.iteration % cfg.TRAIN.CHECKPOINT_ITERS == 0
+                    if (stopping or periodic) and boundary and not last:
+                        self._check_finite(first_bad)
+                        self.save(metrics)
+                    if stopping and boundary:
+                        bar.close()
+                        logger.info("stopped at epoch %d, iteration %d; checkpoint written", self.epoch + 1, self.iteration)
+                        return {"metrics": metrics, "train_seconds": train_seconds, "stopped": True,
+                                "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
+                bar.close()
+                self._check_finite(first_bad)
+                train_seconds += time.perf_counter() - tic
+                self.epoch += 1
+                self.iteration = 0
+                summary = " ".join(f"{k.split('/')[-1]}={v / max(count, 1):.4f}" for k, v in sums.items())
+                logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, self.scheduler.get_last_lr()[0])
+
+                evaluated = self.epoch % cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == epochs
+                best = False
+                if evaluated:
+                    metrics, _ = evaluate(self.model, self.val_loader, self.device, ctx, amp_dtype=cfg.TRAIN.AMP)
+                    logger.info(
+                        "epoch %d/%d val top1=%.2f top5=%.2f mAP=%.2f (%d videos)",
+                        self.epoch, epochs, metrics["top1"], metrics["top5"], metrics["mAP"], metrics["num_videos"],
+                    )
+                    if self.writer is not None:
+                        for k in ("top1", "top5", "mAP"):
+                            self.writer.add_scalar(f"val/{k}", metrics[k], self.epoch)
+                    best = metrics["top1"] > self.best_top1
+                    if best:
+                        self.best_top1 = metrics["top1"]
+                self.save(metrics, epoch_end=True, best=best)
+        if self.writer is not None:
+            self.writer.close()
+        logger.info(
+            "stage %s done: %.1f s of training; checkpoint %s",
+            self.stage, train_seconds, checkpoint_path(self.output_dir, self.stage),
+        )
+        return {"metrics": metrics, "train_seconds": train_seconds, "stopped": False,
+                "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
+
+    def forward_no_sync(self):
+        """DDP's no_sync for the micro-steps of gradient accumulation."""
+        module = getattr(self.forward, "_orig_mod", self.forward)
+        return module.no_sync()
+
+
+def _train_process(cfg) -> dict:
+    ctx = init_distributed(cfg)
+    try:
+        setup_logging(Path(cfg.OUTPUT_DIR) if ctx.is_main else None, f"log_{cfg.TRAIN.STAGE}.txt", quiet=not ctx.is_main)
+        if cfg.TRAIN.DETERMINISTIC:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(cfg.RNG_SEED)
+        if ctx.is_main:
+            save_config(cfg, Path(cfg.OUTPUT_DIR) / f"config_{cfg.TRAIN.STAGE}.yaml")
+        return Trainer(cfg, ctx).run()
+    finally:
+        shutdown_distributed()
+
+
+def train(cfg) -> dict | None:
+    """Train one stage as configured, in this process or in NUM_GPUS spawned ones.
+
+    Returns the final validation metrics and the checkpoint path (None from spawned runs, whose
+    results are in OUTPUT_DIR).
+    """
+    return launch(cfg, _train_process, cfg)
