@@ -189,6 +189,16 @@ def flops(config_file, json_path, args):
     _run(go)
 
 
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Training checkpoint (.pt).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
+def export(checkpoint, out_path):
+    """Write a checkpoint's model weights as plain safetensors (no optimiser, no pickle)."""
+    from s2d_fast.engine.checkpoint import export_weights
+
+    click.echo(f"wrote {_run(lambda: export_weights(checkpoint, out_path))}")
+
+
 @main.group()
 def bench():
     """Benchmarks: our kernels and pipelines against the reference ops, side by side."""

@@ -46,3 +46,24 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         ) from None
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint: {err}") from None
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The model weights of a training checkpoint as plain safetensors, with the stage, class
+    count and config as metadata: no optimiser, no pickle."""
+    from safetensors.torch import save_file
+
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{checkpoint}: not an s2d-fast training checkpoint (no 'model' weights)")
+    tensors = {k: v.contiguous() for k, v in state["model"].items()}
+    metadata = {
+        "stage": str(state.get("stage", "")),
+        "epoch": str(state.get("epoch", "")),
+        "num_classes": str(state.get("num_classes", "")),
+        "config": state.get("config", ""),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=metadata)
+    return out

@@ -1,0 +1,92 @@
+"""The command line as a user types it: train, eval, the paper's form, errors, export."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from s2d_fast.cli import main, split_positionals
+
+from conftest import tiny_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_train_warmup_sampling_eval_export(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    warm = run("train", "--stage", "warmup", *tiny_run(tiny_dataset, out))
+    assert warm.exit_code == 0, warm.output
+    assert "top1" in warm.output and (out / "checkpoints" / "warmup-last.pt").is_file()
+    assert (out / "config_warmup.yaml").is_file() and (out / "log_warmup.txt").is_file()
+
+    # sampling starts from this output folder's warmup checkpoint
+    samp = run("train", "--stage", "sampling", *tiny_run(tiny_dataset, out))
+    assert samp.exit_code == 0, samp.output
+    state = torch.load(out / "checkpoints" / "sampling-last.pt", weights_only=True)
+    assert state["stage"] == "sampling" and state["epoch"] == 1
+    assert "warmup-last.pt" in (out / "log_sampling.txt").read_text()
+
+    js = tmp_path / "metrics.json"
+    ev = run("eval", "--json", str(js), *tiny_run(tiny_dataset, out))
+    assert ev.exit_code == 0, ev.output
+    metrics = json.loads(js.read_text())
+    assert {"top1", "top5", "mAP", "num_videos", "videos_per_second", "gflops_per_video"} <= set(metrics)
+    assert metrics["num_videos"] == 12 and metrics["checkpoint"]["stage"] == "sampling"
+    assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
+
+    # the paper's EVALUATE True form evaluates the named checkpoint
+    again = run("train", *tiny_run(tiny_dataset, out, "EVALUATE", "True",
+                                   "TRAIN.RESUME", str(out / "checkpoints" / "warmup-last.pt")))
+    assert again.exit_code == 0 and "top1" in again.output
+
+    st = tmp_path / "w.safetensors"
+    ex = run("export", "--checkpoint", str(out / "checkpoints" / "sampling-last.pt"), "--out", str(st))
+    assert ex.exit_code == 0, ex.output
+    from safetensors.torch import load_file
+
+    weights = load_file(str(st))
+    assert torch.equal(weights["classifier.weight"], state["model"]["classifier.weight"])
+
+
+def test_papers_command_fails_naming_the_missing_list(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("S2D_MINI_KINETICS_ROOT", raising=False)
+    result = CliRunner().invoke(main, [
+        "train", "mini-kinetics", str(REPO / "configs/mini_kinetics/train_warmup.yaml"),
+        "NUM_GPUS", "0", "TRAIN.BASE_LR", "1e-5", "TRAIN.BATCH_SIZE", "4", "SNET.ARCH", "mobilenetv2",
+        "SNET.PRETRAINED", "none", "DNET.PRETRAINED", "none",
+    ])
+    assert result.exit_code == 1
+    assert "training list file not found: data/mini-kinetics/train.txt" in result.output
+    assert "DATA.TRAIN_LIST" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_key_names_the_nearest():
+    result = CliRunner().invoke(main, ["train", "--stage", "warmup", "TRAIN.BASE_LRR", "0.1"])
+    assert result.exit_code == 1
+    assert "unknown config key TRAIN.BASE_LRR; did you mean TRAIN.BASE_LR" in result.output
+
+
+def test_sampling_without_warmup_says_what_to_do(tiny_dataset, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--stage", "sampling", *tiny_run(tiny_dataset, tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert "starts from a warmup checkpoint" in result.output and "TRAIN.RESUME" in result.output
+
+
+def test_split_positionals():
+    assert split_positionals(("mini-kinetics", "a.yaml", "NUM_GPUS", "2")) == ("mini-kinetics", "a.yaml", ["NUM_GPUS", "2"])
+    assert split_positionals(("a.yml",)) == (None, "a.yml", [])
+    assert split_positionals(("TRAIN.BASE_LR", "0.1")) == (None, None, ["TRAIN.BASE_LR", "0.1"])
+
+
+def test_help_lists_only_working_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    for command in ("train", "eval", "prepare", "flops", "bench", "export"):
+        assert command in result.output
+    assert "KEY VALUE" in CliRunner().invoke(main, ["train", "--help"]).output

@@ -1,0 +1,149 @@
+"""Checkpoints and resume: a run killed with SIGKILL and resumed ends with exactly the weights
+of an uninterrupted run; SIGTERM checkpoints and exits cleanly; a NaN loss stops the run and
+keeps the last good checkpoint; checkpoints that would run code are refused."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2d_fast.config import load_config
+from s2d_fast.engine import trainer as trainer_module
+from s2d_fast.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s2d_fast.engine.distributed import DistContext
+
+from conftest import tiny_run
+
+DETERMINISTIC = ["TRAIN.DETERMINISTIC", "True", "TRAIN.EPOCHS", "2", "TRAIN.CHECKPOINT_ITERS", "2",
+                 "TRAIN.LOG_PERIOD", "2", "TRAIN.STAGE", "sampling", "TRAIN.AUTO_RESUME", "True"]
+
+
+def _command(root, out, *extra):
+    return [sys.executable, "-m", "s2d_fast", "train", *tiny_run(root, out, *DETERMINISTIC, *extra)]
+
+
+def _env():
+    # One thread: the same reduction order in every run, whatever else the machine is doing.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _start_from_warmup(root, out):
+    """A warmup checkpoint for the sampling stage to start from, so f_theta trains too."""
+    cfg = load_config(None, tiny_run(root, out, "TRAIN.EPOCHS", "0"))
+    from s2d_fast.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, 12)
+    save_checkpoint({"model": model.state_dict(), "stage": "warmup", "epoch": 0, "num_classes": 12},
+                    Path(out) / "checkpoints" / "warmup-last.pt")
+
+
+def test_sigkill_then_resume_gives_the_same_weights(tiny_dataset, tmp_path):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for out in (whole, broken):
+        _start_from_warmup(tiny_dataset, out)
+    subprocess.run(_command(tiny_dataset, whole), check=True, env=_env(), capture_output=True, timeout=600)
+
+    last = broken / "checkpoints" / "sampling-last.pt"
+    proc = subprocess.Popen(_command(tiny_dataset, broken), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "the run ended before writing its first checkpoint"
+    interrupted_at = torch.load(last, weights_only=True)
+    assert (interrupted_at["epoch"], interrupted_at["iteration"]) < (2, 0)
+
+    subprocess.run(_command(tiny_dataset, broken), check=True, env=_env(), capture_output=True, timeout=600)
+    a = torch.load(whole / "checkpoints" / "sampling-last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # and the sampler did train, so the comparison covers f_theta
+    assert a["model"]["space_head.weight"].abs().sum() > 0
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    _start_from_warmup(tiny_dataset, out)
+    proc = subprocess.Popen(_command(tiny_dataset, out, "TRAIN.EPOCHS", "50", "TRAIN.CHECKPOINT_ITERS", "0"),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = out / "log_sampling.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and "epoch 1/50" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "SIGTERM received" in output and "stopped at epoch" in output
+    state = torch.load(out / "checkpoints" / "sampling-last.pt", weights_only=True)
+    assert state["epoch"] < 50
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = load_config(None, tiny_run(tiny_dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LOG_PERIOD", "3"))
+    trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).run()
+    good = torch.load(out / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert good["epoch"] == 2
+
+    calls = {"n": 0}
+    real_loss = trainer_module.s2d_loss
+
+    def poisoned(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer_module, "s2d_loss", poisoned)
+    cfg = load_config(None, tiny_run(tiny_dataset, out, "TRAIN.EPOCHS", "3", "TRAIN.LOG_PERIOD", "3"))
+    with pytest.raises(trainer_module.NonFiniteLossError, match="epoch 3, iteration 1"):
+        trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).run()
+    kept = torch.load(out / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert kept["epoch"] == 2
+    for key in good["model"]:
+        assert torch.equal(good["model"][key], kept["model"][key])
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _Payload(marker)}, f)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"a": torch.ones(2)}, path)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind
