@@ -18,7 +18,7 @@ from s2d_fast.models import S2DNet, build_model
 from .checkpoint import load_checkpoint
 from .distributed import DistContext, all_gather_objects, init_distributed, launch, shutdown_distributed
 from .metrics import compute_metrics
-from .runtime import autocast, compile_model, newest_checkpoint, seed_everything, setup_logging
+from .runtime import autocast, compile_model, newest_checkpoint, seed_everything, setup_logging, to_device
 
 logger = logging.getLogger("s2d_fast")
 
@@ -129,8 +129,7 @@ def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> t
     model = build_model(cfg, state["num_classes"])
     model.set_stage(state["stage"])
     model.load_state_dict(state["model"])
-    memory_format = torch.channels_last if cfg.TEST.CHANNELS_LAST else torch.preserve_format
-    model.to(device, memory_format=memory_format).eval()
+    to_device(model, device, cfg.TEST.CHANNELS_LAST).eval()
     return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"]}
 
 

@@ -66,6 +66,17 @@ def compile_model(model, enabled: bool, mode: str, *, training: bool):
     return torch.compile(model, mode=None if mode == "default" else mode)
 
 
+def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """Move the model; with `channels_last`, its 2-D convolutions take that memory format (f_theta's
+    3-D convolutions have no such format and stay as they are)."""
+    model.to(device)
+    if channels_last:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+    return model
+
+
 def checkpoint_path(output_dir: str | Path, stage: str, which: str = "last") -> Path:
     """`OUTPUT_DIR/checkpoints/{stage}-{last|best}.pt`."""
     return Path(output_dir) / "checkpoints" / f"{stage}-{which}.pt"

@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
-from .runtime import autocast, checkpoint_path, compile_model, seed_everything, setup_logging
+from .runtime import autocast, checkpoint_path, compile_model, seed_everything, setup_logging, to_device
 
 logger = logging.getLogger("s2d_fast")
 
@@ -143,9 +143,10 @@ class Trainer:
         if state is not None:
             self.model.load_state_dict(state["model"])
             logger.info("loaded %s (stage %s, epoch %d)", start, state["stage"], state["epoch"])
-        memory_format = torch.channels_last if cfg.TRAIN.CHANNELS_LAST else torch.preserve_format
-        self.model.to(self.device, memory_format=memory_format)
+        to_device(self.model, self.device, cfg.TRAIN.CHANNELS_LAST)
         if cfg.TRAIN.SYNC_BN and ctx.distributed:
+            if self.device.type != "cuda":
+                raise ConfigError("TRAIN.SYNC_BN needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer, self.scheduler = build_optimizer(
             self.model, cfg, total_iters=cfg.TRAIN.EPOCHS * self.steps_per_epoch

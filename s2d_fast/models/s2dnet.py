@@ -264,7 +264,7 @@ class S2DNet(nn.Module):
         if not self.detail_sampling:
             x = self._uniform_frames(frames, n_valid, self.dnet_frames, self.dnet_size)
             z_d = self.dnet.classify(self.dnet.forward_features(x))
-            return {"z_d": z_d, "log_prob": torch.log_softmax(z_d, dim=1)}
+            return {"z_d": z_d, "log_prob": torch.log_softmax(z_d.float(), dim=1)}
 
         # Synopsis network on T_s uniform candidates at low resolution.
         x_s = self._uniform_frames(frames, n_valid, self.snet_frames, self.snet_size)
@@ -287,7 +287,8 @@ class S2DNet(nn.Module):
         feat = self.dnet.forward_features(detail.flatten(0, 1), fuse)
         pooled = self.dnet.pool(feat)
         z_d = self.classifier(self.dnet_dropout(torch.cat([pooled, m, s], dim=1)))
-        log_prob = torch.log_softmax(z_d.masked_fill(mask == 0, float("-inf")), dim=1)
+        # The final distribution in float32 whatever the autocast: its sums and ranks are reported.
+        log_prob = torch.log_softmax(z_d.float().masked_fill(mask == 0, float("-inf")), dim=1)
         return {"z_s": z_s, "z_d": z_d, "mask": mask, "log_prob": log_prob, "detail": detail, **placement}
 
 

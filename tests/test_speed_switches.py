@@ -1,0 +1,39 @@
+"""bf16 autocast, fp16 with a gradient scaler, torch.compile, channels_last and gradient
+accumulation each run a training stage and an evaluation on the CPU."""
+
+import math
+
+import pytest
+import torch
+
+from s2d_fast.config import load_config
+from s2d_fast.engine.distributed import DistContext
+from s2d_fast.engine.evaluate import evaluate
+from s2d_fast.engine.runtime import compile_model
+from s2d_fast.engine.trainer import Trainer
+
+from conftest import tiny_run
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("switches", [
+    ["TRAIN.AMP", "bf16", "TEST.AMP", "bf16"],
+    ["TRAIN.AMP", "fp16"],
+    ["TRAIN.CHANNELS_LAST", "True", "TRAIN.ACCUM_STEPS", "2"],
+    ["TRAIN.COMPILE", "True", "TEST.COMPILE", "True", "TRAIN.AMP", "bf16", "TEST.AMP", "bf16"],
+], ids=["bf16", "fp16", "channels_last+accum", "compile+bf16"])
+def test_switch_trains_and_evaluates(tiny_dataset, tmp_path, switches):
+    torch._dynamo.reset()
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.STAGE", "warmup", *switches))
+    trainer = Trainer(cfg, CPU)
+    before = trainer.model.dnet.stem[0].weight.detach().clone()
+    result = trainer.run()
+    assert not torch.equal(before, trainer.model.dnet.stem[0].weight)
+    assert result["metrics"]["num_videos"] == 12
+    runner = compile_model(trainer.model, cfg.TEST.COMPILE, cfg.TEST.COMPILE_MODE, training=False)
+    metrics, (_, scores, _) = evaluate(runner, trainer.val_loader, CPU.device, CPU, amp_dtype=cfg.TEST.AMP)
+    assert scores.shape == (12, 12) and math.isfinite(metrics["top1"])
+    assert abs(scores.sum(1) - 1).max() < 1e-3
+    state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert (state["scaler"].get("scale", 0) > 0) == (cfg.TRAIN.AMP == "fp16")  # fp16 keeps its loss scale
