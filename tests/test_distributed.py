@@ -1,8 +1,11 @@
-"""Two-process DDP with gloo on the CPU: identical weights on both ranks after training, and
-evaluation over two ranks scores every validation video exactly once."""
+"""Two-process DDP with gloo on the CPU: identical weights on both ranks after training,
+evaluation over two ranks scores every validation video exactly once, and a lost rank makes
+the other fail within DIST.TIMEOUT instead of hanging."""
 
 import os
+import time
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -53,3 +56,22 @@ def test_two_ranks_train_in_lockstep_and_score_each_video_once(tiny_dataset, tmp
     saved = torch.load(tmp_path / "run" / "checkpoints" / "warmup-last.pt", weights_only=True)["model"]
     for key in r0["model"]:
         assert torch.equal(saved[key], r0["model"][key]), key
+
+
+def _stalled_rank(rank: int, world: int, port: int, overrides: list[str]) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config(None, overrides)
+    ctx = init_distributed(cfg)
+    if rank == 1:
+        time.sleep(600)  # alive but gone from the collectives: a hung or lost peer
+    Trainer(cfg, ctx).run()
+
+
+def test_a_lost_rank_makes_the_others_fail_within_the_timeout(tiny_dataset, tmp_path):
+    overrides = tiny_run(tiny_dataset, tmp_path / "run", "TRAIN.STAGE", "warmup", "DIST.TIMEOUT", "5")
+    start = time.monotonic()
+    with pytest.raises(mp.ProcessRaisedException):
+        mp.spawn(_stalled_rank, args=(2, _free_port(), overrides), nprocs=2, join=True)
+    assert time.monotonic() - start < 120
