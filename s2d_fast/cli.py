@@ -66,6 +66,10 @@ def _print_metrics(metrics: dict) -> None:
         f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  mAP {metrics['mAP']:.2f}  "
         f"({metrics['num_videos']} videos)"
     )
+    if metrics.get("unreadable"):
+        click.echo(f"{metrics['unreadable']} videos could not be read and count as wrong:")
+        for bad in metrics["unreadable_videos"]:
+            click.echo(f"  {bad['reason']}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,7 +146,7 @@ def evaluate(config_file, checkpoint, json_path, output, args):
 
 @main.group()
 def prepare():
-    """Prepare datasets: generate the built-in one."""
+    """Prepare datasets: generate the built-in one, extract frames, build list files."""
 
 
 @prepare.command()
@@ -221,6 +225,17 @@ def bench_kernels_command(device, repeats, quick, json_path):
 
     bench_kernels(device=device, repeats=repeats, json_path=json_path, quick=quick)
 
+
+def _register_data_commands() -> None:
+    from s2d_fast.data.commands import bench_data, prepare_frames, prepare_lists, prepare_mini_kinetics
+
+    prepare.add_command(prepare_frames, "frames")
+    prepare.add_command(prepare_lists, "lists")
+    prepare.add_command(prepare_mini_kinetics, "mini-kinetics")
+    bench.add_command(bench_data, "data")
+
+
+_register_data_commands()
 
 if __name__ == "__main__":
     main()

@@ -90,3 +90,21 @@ def test_help_lists_only_working_commands():
     for command in ("train", "eval", "prepare", "flops", "bench", "export"):
         assert command in result.output
     assert "KEY VALUE" in CliRunner().invoke(main, ["train", "--help"]).output
+
+
+def test_eval_counts_unreadable_videos_as_wrong_and_lists_them(tiny_dataset, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    first_val = (data / "val.txt").read_text().split()[0]
+    (data / first_val).write_bytes(b"not a video")
+    out = tmp_path / "run"
+    assert run("train", *tiny_run(data, out, "TRAIN.STAGE", "warmup", "TRAIN.EVAL_PERIOD", "5")).exit_code == 0
+    js = tmp_path / "m.json"
+    result = run("eval", "--json", str(js), *tiny_run(data, out))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(js.read_text())
+    assert metrics["unreadable"] == 1 and metrics["num_videos"] == 12
+    assert metrics["unreadable_videos"][0]["path"].endswith(first_val)
+    assert "1 videos could not be read" in result.output

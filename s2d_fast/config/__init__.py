@@ -151,6 +151,9 @@ def load_config(
 _CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
     "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
+    "DATA.BACKEND": ("auto", "dali", "pyav"),
+    "DATA.ON_BAD_SAMPLE": ("skip", "error"),
+    "DATA.FLIP": ("auto", "on", "off"),
     "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
     "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
     "S2D.SPATIAL_METHOD": ("gaussian", "bilinear"),

@@ -63,6 +63,13 @@ _C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean for normalisation, on [
 _C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std for normalisation, on [0, 1] pixels
 _C.DATA.NUM_WORKERS = 2  # DataLoader worker processes per training process
 _C.DATA.CACHE_DIR = "~/.cache/s2d_fast"  # where the built-in dataset is generated on first use
+_C.DATA.BACKEND = "auto"  # decoding: auto (DALI where installed) | dali | pyav (DataLoader workers)
+_C.DATA.NUM_CLIPS = 1  # evaluation: temporal clips per video, their scores averaged
+_C.DATA.NUM_CROPS = 1  # evaluation: spatial crops per clip, 1 (centre) or 3 (ends and centre)
+_C.DATA.ON_BAD_SAMPLE = "skip"  # unreadable video or list row: skip (log, replace/score wrong) | error
+_C.DATA.FLIP = "auto"  # training flip: auto (the dataset's policy) | on | off
+_C.DATA.FLIP_LABEL_MAP = ""  # file of `a b` class pairs swapped by a flip; turns the flip on under auto
+_C.DATA.FRAME_TEMPLATE = ""  # frame file names in a folder, e.g. img_{:05d}.jpg; "" = dataset default
 
 _C.SYNTHETIC = CfgNode()
 _C.SYNTHETIC.NUM_TRAIN = 800  # training videos of the built-in dataset

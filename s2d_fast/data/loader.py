@@ -11,6 +11,8 @@ batches whatever DATA.NUM_WORKERS is and after a resume.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from s2d_fast.config import ConfigError
 from s2d_fast.data.datasets import resolve_dataset
+from s2d_fast.data.transforms import apply_boxes, clip_indices, read_label_map, scaled_size, spatial_plan
+
+logger = logging.getLogger(__name__)
 
 # Seek only when the first wanted frame is this far in: decoding from the start is cheaper than a
 # seek (which lands on the previous keyframe anyway) for short clips.
@@ -45,30 +50,48 @@ class VideoRecord:
     label: int
 
 
-def read_list_file(path: str | os.PathLike, num_classes: int | None = None) -> list[VideoRecord]:
-    """Rows `path num_frames label` of a TSN list file (a path may contain spaces)."""
+def _parse_row(fields: list[str], line: str, where: str, num_classes: int | None) -> VideoRecord:
+    if len(fields) < 3:
+        raise ListFileError(f"{where}: expected `path num_frames label`, got {line.strip()!r}")
+    try:
+        num_frames, label = int(fields[-2]), int(fields[-1])
+    except ValueError:
+        raise ListFileError(
+            f"{where}: num_frames and label must be integers, got {fields[-2]!r} {fields[-1]!r}"
+        ) from None
+    if num_frames < 1:
+        raise ListFileError(f"{where}: num_frames must be at least 1, got {num_frames}")
+    if label < 0:
+        raise ListFileError(f"{where}: label must not be negative, got {label}")
+    if num_classes is not None and label >= num_classes:
+        raise ListFileError(f"{where}: label {label} is not below the {num_classes} classes (DATA.NUM_CLASS)")
+    return VideoRecord(" ".join(fields[:-2]), num_frames, label)
+
+
+def read_list_file(
+    path: str | os.PathLike, num_classes: int | None = None, on_bad: str = "error"
+) -> list[VideoRecord]:
+    """Rows `path num_frames label` of a TSN list file (a path may contain spaces).
+
+    A malformed row raises ListFileError `file:line: why`; with `on_bad="skip"` it is logged
+    (the same message) and left out instead, so one bad row does not stop a long run.
+    """
     records = []
+    skipped = 0
     with open(path) as f:
         for lineno, line in enumerate(f, start=1):
             fields = line.split()
             if not fields:
                 continue
-            where = f"{path}:{lineno}"
-            if len(fields) < 3:
-                raise ListFileError(f"{where}: expected `path num_frames label`, got {line.strip()!r}")
             try:
-                num_frames, label = int(fields[-2]), int(fields[-1])
-            except ValueError:
-                raise ListFileError(
-                    f"{where}: num_frames and label must be integers, got {fields[-2]!r} {fields[-1]!r}"
-                ) from None
-            if num_frames < 1:
-                raise ListFileError(f"{where}: num_frames must be at least 1, got {num_frames}")
-            if label < 0:
-                raise ListFileError(f"{where}: label must not be negative, got {label}")
-            if num_classes is not None and label >= num_classes:
-                raise ListFileError(f"{where}: label {label} is not below the {num_classes} classes (DATA.NUM_CLASS)")
-            records.append(VideoRecord(" ".join(fields[:-2]), num_frames, label))
+                records.append(_parse_row(fields, line, f"{path}:{lineno}", num_classes))
+            except ListFileError as err:
+                if on_bad != "skip":
+                    raise
+                logger.warning("skipping a list row: %s", err)
+                skipped += 1
+    if skipped:
+        logger.warning("%s: skipped %d malformed row(s) of %d", path, skipped, skipped + len(records))
     if not records:
         raise ListFileError(f"{path}: the list file names no videos")
     return records
@@ -94,12 +117,6 @@ def segment_indices(
         raise ValueError("training sampling needs a random generator")
     bounds = np.arange(num_segments + 1, dtype=np.int64) * num_frames // num_segments
     return rng.integers(bounds[:-1], bounds[1:]).astype(np.int64), num_segments
-
-
-def _scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    if height <= width:
-        return max(1, round(width * short_side / height)), short_side
-    return short_side, max(1, round(height * short_side / width))
 
 
 class _NoTimestamps(Exception):
@@ -129,7 +146,7 @@ def _decode_pass(path: str, wanted: np.ndarray, short_side: int, seek: bool) -> 
             else:
                 index = count
             if size is None:
-                size = _scaled_size(frame.width, frame.height, short_side)
+                size = scaled_size(frame.width, frame.height, short_side)
             image = None
             # Each wanted frame takes the first decoded frame at or after it (gaps in the timestamps).
             while pending < len(wanted) and wanted[pending] <= index:
@@ -149,10 +166,19 @@ def _decode_pass(path: str, wanted: np.ndarray, short_side: int, seek: bool) -> 
         return frames, last_index + 1
 
 
+def check_file(path: str) -> None:
+    """The two failures worth naming plainly before a decoder words them its own way."""
+    if not os.path.isfile(path):
+        raise VideoReadError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(f"{path}: empty file")
+
+
 def decode_video(path: str | os.PathLike, indices: np.ndarray, short_side: int) -> tuple[np.ndarray, int | None]:
     """Frames `uint8 (len(indices), H, W, 3)` at `indices`, short side resized to `short_side`,
     decoding only up to the last one; and the real frame count if the video ended early, else None."""
     path = str(path)
+    check_file(path)
     wanted = np.unique(indices)
     try:
         try:
@@ -187,7 +213,7 @@ def read_frames(
         file = folder / template.format(int(i) + 1)
         try:
             with Image.open(file) as image:
-                size = _scaled_size(*image.size, short_side)
+                size = scaled_size(*image.size, short_side)
                 image.draft("RGB", size)  # JPEG decodes at 1/2, 1/4 or 1/8 scale when that is enough
                 image = image.convert("RGB")
                 if image.size != size:
@@ -201,11 +227,37 @@ def read_frames(
         raise VideoReadError(f"{folder}: frames of different sizes: {err}") from err
 
 
-class VideoDataset(Dataset):
-    """Samples `{"frames": uint8 (T, 3, H, W), "n_valid", "label", "index"}` from a list of videos.
+class BadSamples:
+    """What could not be read: each path logged once, replacements counted (training), the
+    unreadable videos listed as `{"path", "reason"}` (evaluation)."""
 
-    An item is an index or `(epoch, index)` (what `EpochSampler` yields): the epoch only seeds the
-    random crop, flip and in-segment offsets.
+    def __init__(self):
+        self.samples: list[dict] = []
+        self.num_skipped = 0
+        self._seen: set[str] = set()
+
+    def note(self, path: str, reason: str, replaced: bool) -> None:
+        if replaced:
+            self.num_skipped += 1
+        if path in self._seen:
+            return
+        self._seen.add(path)
+        self.samples.append({"path": path, "reason": reason})
+        what = "replaced by the next readable video" if replaced else "scored as wrong"
+        logger.warning("unreadable sample (%s): %s", what, reason)
+
+
+class VideoDataset(Dataset):
+    """Samples `{"frames", "n_valid", "label", "index", "valid", "bad"}` from a list of videos.
+
+    `frames` is uint8 `(T, 3, H, W)`, or `(V, T, 3, H, W)` for V = num_clips * num_crops > 1
+    views (clip-major). An item is an index or `(epoch, index)` (what `EpochSampler` yields): the
+    epoch only seeds the frame offsets, crop and flip.
+
+    An unreadable video raises VideoReadError with `on_bad="error"`. With "skip", training takes
+    the next readable video of the list instead (deterministically) and evaluation returns zero
+    frames with `valid` False; `bad` carries what went wrong (JSON) to the main process, where
+    the loader notes it in `bad_samples` (DataLoader workers cannot share a list).
     """
 
     def __init__(
@@ -222,9 +274,17 @@ class VideoDataset(Dataset):
         num_classes: int,
         frame_template: str = "img_{:05d}.jpg",
         seed: int = 0,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        on_bad: str = "error",
+        flip_label_map: dict[int, int] | None = None,
     ):
         if crop_size > scale_size:
             raise ConfigError(f"DATA.CROP_SIZE ({crop_size}) must not exceed DATA.SCALE_SIZE ({scale_size})")
+        if num_crops not in (1, 3):
+            raise ConfigError(f"DATA.NUM_CROPS must be 1 or 3; got {num_crops}")
+        if num_clips < 1:
+            raise ConfigError(f"DATA.NUM_CLIPS must be at least 1; got {num_clips}")
         self.records = records
         self.root = Path(root)
         self.fmt = fmt
@@ -236,13 +296,61 @@ class VideoDataset(Dataset):
         self.num_classes = num_classes
         self.frame_template = frame_template
         self.seed = seed
+        # Training always takes one view; several are for testing.
+        self.num_clips = 1 if train else num_clips
+        self.num_crops = 1 if train else num_crops
+        self.on_bad = on_bad
+        self.flip_label_map = flip_label_map or {}
+        self.bad = BadSamples()
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
+
+    @property
+    def bad_samples(self) -> list[dict]:
+        return self.bad.samples
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, item) -> dict:
         epoch, index = item if isinstance(item, tuple) else (0, item)
-        return self._load(index, epoch)
+        if self.on_bad == "error":
+            return self._load(index, epoch)
+        bad = []
+        for k in range(len(self.records) if self.train else 1):
+            candidate = (index + k) % len(self.records)
+            try:
+                sample = self._load(candidate, epoch)
+                break
+            except VideoReadError as err:
+                bad.append({"path": str(self.root / self.records[candidate].path), "reason": str(err)})
+        else:
+            if self.train:
+                raise VideoReadError(f"no video of the list could be read; the last: {bad[-1]['reason']}")
+            sample = self.invalid_sample(index)
+        sample["bad"] = json.dumps(bad)
+        return sample
+
+    def invalid_sample(self, index: int) -> dict:
+        """The stand-in for an unreadable evaluation video: zeros, never counted as correct."""
+        c, t = self.crop_size, self.num_segments
+        shape = (t, 3, c, c) if self.num_views == 1 else (self.num_views, t, 3, c, c)
+        return {"frames": torch.zeros(shape, dtype=torch.uint8), "n_valid": t, "label": self.records[index].label,
+                "index": index, "valid": False}
+
+    def temporal_plan(self, record: VideoRecord, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Frame indices (all clips, clip after clip) and n_valid, from the listed frame count."""
+        if self.train:
+            return segment_indices(record.num_frames, self.num_segments, True, rng)
+        return clip_indices(record.num_frames, self.num_segments, self.num_clips)
+
+    def finish(self, record: VideoRecord, index: int, views: torch.Tensor, n_valid: int, flip: bool) -> dict:
+        """The sample dict from `(V, T, 3, c, c)` views; a flip swaps mirrored labels."""
+        label = self.flip_label_map.get(record.label, record.label) if flip else record.label
+        frames = views[0] if self.num_views == 1 else views
+        return {"frames": frames, "n_valid": n_valid, "label": label, "index": index, "valid": True}
 
     def _read(self, record: VideoRecord, indices: np.ndarray) -> tuple[np.ndarray, int | None]:
         path = self.root / record.path
@@ -251,23 +359,18 @@ class VideoDataset(Dataset):
         return decode_video(path, indices, self.scale_size)
 
     def _load(self, index: int, epoch: int) -> dict:
-        """One sample; raises VideoReadError for an unreadable video (a skip policy wraps this)."""
+        """One sample; raises VideoReadError for an unreadable video (the skip policy wraps this)."""
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        indices, n_valid = segment_indices(record.num_frames, self.num_segments, self.train, rng)
+        indices, n_valid = self.temporal_plan(record, rng)
         frames, available = self._read(record, indices)
         if available is not None:
             n_valid = min(n_valid, available)
         _, h, w, _ = frames.shape
-        c = self.crop_size
-        if self.train:
-            y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
-        else:
-            y, x = (h - c) // 2, (w - c) // 2
-        clip = torch.from_numpy(frames[:, y:y + c, x:x + c]).permute(0, 3, 1, 2)
-        if self.flip and rng.random() < 0.5:
-            clip = clip.flip(-1)
-        return {"frames": clip.contiguous(), "n_valid": n_valid, "label": record.label, "index": index}
+        boxes, flip = spatial_plan(w, h, self.crop_size, self.train, self.flip, self.num_crops, rng)
+        views = apply_boxes(frames, boxes, self.crop_size, flip)  # (crops, clips * T, 3, c, c)
+        views = views.unflatten(1, (self.num_clips, self.num_segments)).transpose(0, 1).flatten(0, 1)
+        return self.finish(record, index, views, n_valid, flip)
 
 
 class EpochSampler(Sampler):
@@ -324,10 +427,21 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def flip_policy(cfg, resolved) -> tuple[bool, dict[int, int]]:
+    """Whether training flips, and the label map a flip applies (DATA.FLIP_LABEL_MAP turns the
+    flip on for datasets where direction matters, swapping the mirrored classes)."""
+    label_map = read_label_map(cfg.DATA.FLIP_LABEL_MAP) if cfg.DATA.FLIP_LABEL_MAP else {}
+    if cfg.DATA.FLIP == "auto":
+        return resolved.spec.flip or bool(label_map), label_map
+    return cfg.DATA.FLIP == "on", label_map
+
+
 def build_dataset(cfg, split: str) -> VideoDataset:
     """The dataset of `split` ("train" or "val") as the config describes it."""
     resolved = resolve_dataset(cfg)
-    records = read_list_file(resolved.list_file(split), resolved.num_classes)
+    on_bad = cfg.DATA.ON_BAD_SAMPLE
+    records = read_list_file(resolved.list_file(split), resolved.num_classes, on_bad)
+    flip, label_map = flip_policy(cfg, resolved)
     return VideoDataset(
         records,
         resolved.root,
@@ -336,23 +450,35 @@ def build_dataset(cfg, split: str) -> VideoDataset:
         scale_size=cfg.DATA.SCALE_SIZE,
         crop_size=cfg.DATA.CROP_SIZE,
         train=split == "train",
-        flip=resolved.spec.flip,
+        flip=flip,
         num_classes=resolved.num_classes,
-        frame_template=resolved.spec.frame_template,
+        frame_template=cfg.DATA.FRAME_TEMPLATE or resolved.spec.frame_template,
         seed=cfg.RNG_SEED,
+        num_clips=cfg.DATA.NUM_CLIPS,
+        num_crops=cfg.DATA.NUM_CROPS,
+        on_bad=on_bad,
+        flip_label_map=label_map,
     )
 
 
-def build_loader(
-    cfg, split: str, *, shuffle: bool | None = None, drop_last: bool | None = None, distributed: bool = False
-) -> DataLoader:
-    """Batches `frames (B, T, 3, H, W) uint8, n_valid (B,), label (B,), index (B,)` of `split`.
+class VideoLoader(DataLoader):
+    """A DataLoader that notes, in the main process, the bad samples its workers met."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for report in batch.pop("bad", ()):
+                for bad in json.loads(report):
+                    self.dataset.bad.note(bad["path"], bad["reason"], replaced=self.dataset.train)
+            yield batch
+
+
+def batch_plan(cfg, split: str, dataset, shuffle, drop_last, distributed) -> tuple[int, EpochSampler, bool]:
+    """Per-process batch size, sampler and drop_last, shared by the backends.
 
     TRAIN.BATCH_SIZE is summed over processes and split between them when `distributed`;
     TEST.BATCH_SIZE is per process.
     """
     train = split == "train"
-    dataset = build_dataset(cfg, split)
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
     batch_size = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
@@ -366,11 +492,37 @@ def build_loader(
             f"the {split} list has {len(dataset)} videos, fewer than one batch of {batch_size}: "
             f"lower {'TRAIN' if train else 'TEST'}.BATCH_SIZE"
         )
+    return batch_size, EpochSampler(len(dataset), shuffle, cfg.RNG_SEED, distributed, pad=train), drop_last
+
+
+def choose_backend(cfg) -> str:
+    """DATA.BACKEND, with auto taking DALI where it is installed."""
+    if cfg.DATA.BACKEND != "auto":
+        return cfg.DATA.BACKEND
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return "pyav"
+    return "dali"
+
+
+def build_loader(cfg, split: str, *, shuffle: bool | None = None, drop_last: bool | None = None,
+                 distributed: bool = False):
+    """Batches `frames (B, T, 3, H, W) uint8` (`(B, V, T, 3, H, W)` with several test views),
+    `n_valid (B,)`, `label (B,)`, `index (B,)` and `valid (B,)` of `split`, from the backend
+    DATA.BACKEND names: a DALI pipeline (`DaliLoader`) or PyAV in DataLoader workers."""
+    dataset = build_dataset(cfg, split)
+    batch_size, sampler, drop_last = batch_plan(cfg, split, dataset, shuffle, drop_last, distributed)
+    if choose_backend(cfg) == "dali":
+        from s2d_fast.data.dali import DaliLoader  # DALI only when chosen: it is an optional install
+
+        return DaliLoader(dataset, sampler, batch_size, drop_last, num_threads=max(1, cfg.DATA.NUM_WORKERS),
+                          use_gpu=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
     workers = cfg.DATA.NUM_WORKERS
-    return DataLoader(
+    return VideoLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), shuffle, cfg.RNG_SEED, distributed, pad=train),
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         worker_init_fn=_worker_init,

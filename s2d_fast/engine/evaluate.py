@@ -39,7 +39,7 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
     `(B, V, T, 3, H, W)` batch) are averaged."""
     model.eval()
     amp = autocast(device, amp_dtype)
-    scores, labels, indices = [], [], []
+    scores, labels, indices, valid = [], [], [], []
     timed_videos, start = 0, None
     for i, batch in enumerate(tqdm(loader, desc="eval", leave=False, disable=None if is_main else True, dynamic_ncols=True)):
         if i == WARMUP_BATCHES:
@@ -58,6 +58,7 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
         scores.append(probs.view(-1, views, probs.shape[-1]).mean(1).cpu())
         labels.append(batch["label"])
         indices.append(batch["index"])
+        valid.append(batch["valid"])
         if start is not None:
             timed_videos += len(batch["label"])
     if device.type == "cuda":
@@ -67,6 +68,8 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
         "scores": torch.cat(scores).numpy() if scores else np.zeros((0, 0)),
         "labels": torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64),
         "indices": torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64),
+        "valid": torch.cat(valid).numpy() if valid else np.zeros(0, dtype=bool),
+        "unreadable": list(getattr(loader.dataset, "bad_samples", [])),
         "timed_videos": timed_videos,
         "seconds": seconds,
     }
@@ -93,7 +96,13 @@ def evaluate(
         raise RuntimeError("evaluation scored some videos twice: the shards overlap")
     scores = np.concatenate([p["scores"] for p in parts if len(p["scores"])])[order]
     labels = np.concatenate([p["labels"] for p in parts])[order]
+    valid = np.concatenate([p["valid"] for p in parts])[order]
+    # An unreadable video is scored wrong: its label ranks last, below every other class.
+    scores[~valid] = 0.0
+    scores[~valid, labels[~valid]] = -1.0
     metrics = compute_metrics(scores, labels)
+    metrics["unreadable"] = int((~valid).sum())
+    metrics["unreadable_videos"] = [bad for p in parts for bad in p["unreadable"]]
     metrics["per_class_top1"] = per_class_accuracy(scores, labels)
     # Processes run side by side: the slowest one sets the pace.
     seconds = max(p["seconds"] for p in parts)

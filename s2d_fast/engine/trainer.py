@@ -295,6 +295,9 @@ class Trainer:
                 self.iteration = 0
                 summary = " ".join(f"{k.split('/')[-1]}={v / max(count, 1):.4f}" for k, v in sums.items())
                 logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, self.scheduler.get_last_lr()[0])
+                skipped = self.train_loader.dataset.bad.num_skipped
+                if skipped:
+                    logger.info("%d unreadable training samples replaced so far (DATA.ON_BAD_SAMPLE skip)", skipped)
 
                 evaluated = self.epoch % cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == epochs
                 best = False

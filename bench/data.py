@@ -1,0 +1,126 @@
+"""Data-loading throughput: our backends against a TSM-style baseline on the same files.
+
+Each backend decodes and augments DATA.NUM_CANDIDATES frames per training video (multi-scale
+crop, flip) for `num_batches` batches of TRAIN.BATCH_SIZE after one warm-up batch; videos/s
+and frames/s are over the timed batches. The baseline is what the TSM repository does: PyAV
+decodes up to the last needed frame (or PIL opens the needed JPEGs), PIL scales, crops, resizes
+and flips each frame, and a torch DataLoader with DATA.NUM_WORKERS worker processes batches
+them — the same number of workers as the DALI pipeline has threads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from s2d_fast.config import ConfigError
+from s2d_fast.data.loader import EpochSampler, VideoDataset, build_dataset, build_loader, segment_indices
+from s2d_fast.data.transforms import multi_scale_box, scaled_size
+
+
+class TsmBaseline(Dataset):
+    """TSM's loading recipe on a `VideoDataset`'s records: PIL images all the way."""
+
+    def __init__(self, dataset: VideoDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _images(self, path: Path, indices: np.ndarray) -> list[Image.Image]:
+        if self.dataset.fmt == "frames":
+            return [Image.open(path / self.dataset.frame_template.format(int(i) + 1)).convert("RGB") for i in indices]
+        wanted, images = set(indices.tolist()), {}
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = 1  # one thread per worker: the same thread count as the DALI pipeline
+            for n, frame in enumerate(container.decode(stream)):
+                if n in wanted:
+                    images[n] = frame.to_image()
+                if n >= indices.max():
+                    break
+        last = images[max(images)]
+        return [images.get(int(i), last) for i in indices]
+
+    def __getitem__(self, item) -> torch.Tensor:
+        epoch, index = item
+        ds = self.dataset
+        record = ds.records[index]
+        rng = np.random.default_rng([ds.seed, epoch, index])
+        indices, _ = segment_indices(record.num_frames, ds.num_segments, True, rng)
+        images = self._images(ds.root / record.path, indices)
+        size = scaled_size(*images[0].size, ds.scale_size)
+        y, x, h, w = multi_scale_box(*size, ds.crop_size, rng)
+        flip = rng.random() < 0.5
+        out = []
+        for image in images:
+            image = image.resize(size, Image.BILINEAR).crop((x, y, x + w, y + h))
+            image = image.resize((ds.crop_size, ds.crop_size), Image.BILINEAR)
+            if flip:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(np.asarray(image))
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def _time(loader, num_batches: int) -> dict:
+    """Videos/s and frames/s over `num_batches` batches after the first (warm-up) one."""
+    it = iter(loader)
+    first = next(it)
+    frames_per_video = (first["frames"] if isinstance(first, dict) else first).shape[1]
+    videos = 0
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        batch = next(it)
+        videos += len(batch["frames"] if isinstance(batch, dict) else batch)
+    seconds = time.perf_counter() - start
+    return {"videos_per_s": round(videos / seconds, 2), "frames_per_s": round(videos * frames_per_video / seconds, 1),
+            "videos": videos, "seconds": round(seconds, 2)}
+
+
+def bench_data(cfg, num_batches: int = 8, backends: tuple[str, ...] = ("dali", "pyav"), json_path=None) -> dict:
+    """Time each backend and the baseline on `cfg`'s training list; print and return the table."""
+    batch = cfg.TRAIN.BATCH_SIZE
+    workers = cfg.DATA.NUM_WORKERS
+    dataset = build_dataset(cfg, "train")
+    needed = (num_batches + 1) * batch
+    if len(dataset) < needed:
+        raise ConfigError(f"the training list has {len(dataset)} videos; {num_batches} + 1 batches of {batch} need {needed}")
+    rows = {}
+    for backend in backends:
+        loader = build_loader(_with(cfg, backend), "train")
+        rows[backend] = _time(loader, num_batches)
+        rows[backend]["skipped"] = loader.dataset.bad.num_skipped
+    baseline = DataLoader(TsmBaseline(dataset), batch_size=batch, num_workers=workers,
+                          sampler=EpochSampler(len(dataset), True, cfg.RNG_SEED), drop_last=True)
+    rows["baseline"] = _time(baseline, num_batches)
+    base = rows["baseline"]["videos_per_s"]
+    for row in rows.values():
+        row["vs_baseline"] = round(row["videos_per_s"] / base, 2)
+    result = {"dataset": cfg.DATA.DATASET, "format": dataset.fmt, "root": str(dataset.root), "workers": workers,
+              "batch_size": batch, "num_batches": num_batches, "frames_per_video": cfg.DATA.NUM_CANDIDATES,
+              "crop_size": cfg.DATA.CROP_SIZE, "rows": rows}
+    print(f"{cfg.DATA.DATASET} ({dataset.fmt}), {workers} workers/threads, {cfg.DATA.NUM_CANDIDATES} frames at "
+          f"{cfg.DATA.CROP_SIZE}, {num_batches} batches of {batch}")
+    print(f"{'loader':<10}{'videos/s':>10}{'frames/s':>10}{'skipped':>9}{'x baseline':>12}")
+    for name, row in rows.items():
+        print(f"{name:<10}{row['videos_per_s']:>10.2f}{row['frames_per_s']:>10.1f}{row.get('skipped', '-'):>9}"
+              f"{row['vs_baseline']:>12.2f}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _with(cfg, backend: str):
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.BACKEND = backend
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,126 @@
+"""Click commands of the data layer: `prepare frames|lists|mini-kinetics` and `bench data`
+(registered on the `s2d-fast` groups by s2d_fast.cli)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from s2d_fast.data import prepare as P
+
+
+def _print_summary(what: str, written: dict, skipped: Counter) -> None:
+    for name, count in written.items():
+        click.echo(f"{name}: {count} {what}")
+    for reason, count in sorted(skipped.items()):
+        click.echo(f"skipped {count}: {reason}")
+
+
+@click.command()
+@click.argument("video_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame file names, 1-based.")
+@click.option("--short-side", default=0, show_default=True, help="Resize the short side to this; 0 keeps the size.")
+@click.option("--quality", default=95, show_default=True, help="JPEG quality.")
+@click.option("--workers", default=0, help="Processes (default: one per core).")
+def prepare_frames(video_dir, out_dir, template, short_side, quality, workers):
+    """Extract JPEG frames of every video under VIDEO_DIR into OUT_DIR/<video name>/.
+
+    Resumable: finished videos are skipped, partial ones (an interrupted run) redone.
+    """
+    summary = P.extract_frames(video_dir, out_dir, template=template, short_side=short_side, quality=quality,
+                               workers=workers)
+    click.echo(f"extracted {len(summary['done'])}, skipped {len(summary['skipped'])} already extracted, "
+               f"failed {len(summary['failed'])}")
+    for failure in summary["failed"]:
+        click.echo(f"failed: {failure['reason']}")
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["kinetics", "somethingv1", "somethingv2"]))
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset root: the videos or frame folders the lists will name.")
+@click.option("--train", "train_ann", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training annotations: Kinetics CSV, SSv1 CSV or SSv2 JSON.")
+@click.option("--val", "val_ann", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Validation annotations, same kind.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Class names: SSv1 labels CSV or SSv2 labels.json (Kinetics: taken from --train).")
+@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame names, to count frames.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where to write (default: --root).")
+def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
+    """TSN list files (`path num_frames label`) and classes.txt from official annotations.
+
+    Entries whose video or frame folder is missing or has no frames are left out and counted.
+    """
+    root = Path(root)
+    out = Path(out_dir or root)
+    out.mkdir(parents=True, exist_ok=True)
+    if kind != "kinetics" and not labels:
+        raise click.UsageError(f"{kind} needs --labels")
+    names = {"kinetics": ("train.txt", "val.txt")}.get(kind, ("train_videofolder.txt", "val_videofolder.txt"))
+    skipped: Counter = Counter()
+    written = {}
+    classes = None
+    for ann, name in zip((train_ann, val_ann), names):
+        if kind == "kinetics":
+            rows, classes = P.kinetics_rows(Path(ann), root, classes)
+        elif kind == "somethingv1":
+            rows, classes = P.something_v1_rows(Path(ann), Path(labels))
+        else:
+            rows, classes = P.something_v2_rows(Path(ann), Path(labels))
+            rows = [(P._resolve(root, video), label) for video, label in rows]
+        written[name] = P.write_list(rows, root, out / name, template, skipped)
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    _print_summary("videos", written, skipped)
+
+
+@click.command()
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False), help="Kinetics root.")
+@click.option("--kinetics-train", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Official Kinetics-400 training CSV.")
+@click.option("--kinetics-val", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Official Kinetics-400 validation CSV.")
+@click.option("--split-train", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="AR-Net's Mini-Kinetics training split: one YouTube id per line.")
+@click.option("--split-val", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="AR-Net's Mini-Kinetics validation split.")
+@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame names, to count frames.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write the lists.")
+def prepare_mini_kinetics(root, kinetics_train, kinetics_val, split_train, split_val, template, out_dir):
+    """Mini-Kinetics (200 classes): the Kinetics videos AR-Net's split files name, relabelled
+    0-199 in the sorted order of their class names."""
+    root, out = Path(root), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: Counter = Counter()
+    ids = [P.split_ids(Path(p)) for p in (split_train, split_val)]
+    train_rows, _ = P.kinetics_rows(Path(kinetics_train), root, None)
+    val_rows, _ = P.kinetics_rows(Path(kinetics_val), root, None)
+    rows = [P.filter_rows(r, i) for r, i in ((train_rows, ids[0]), (val_rows, ids[1]))]
+    classes = sorted({P.class_of(rel) for rel, _ in rows[0]})
+    index = {c: i for i, c in enumerate(classes)}
+    written = {}
+    for part, name in zip(rows, ("train.txt", "val.txt")):
+        relabelled = [(rel, index[P.class_of(rel)]) for rel, _ in part if P.class_of(rel) in index]
+        written[name] = P.write_list(relabelled, root, out / name, template, skipped)
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    _print_summary("videos", written, skipped)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@click.option("--batches", default=8, show_default=True, help="Timed batches per loader (after one warm-up).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_data(config_file, json_path, batches, args):
+    """Decode and augment the configured training list with each backend and with a TSM-style
+    baseline loader (PyAV + PIL in DataLoader workers); print videos/s, frames/s, skips, ratio.
+
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
+    """
+    from s2d_fast.bench.data import bench_data as run
+    from s2d_fast.cli import _load, _run  # at call time: the CLI imports this module
+
+    _run(lambda: run(_load(config_file, args), num_batches=batches, json_path=json_path))
