@@ -4,7 +4,7 @@ Each backend decodes and augments DATA.NUM_CANDIDATES frames per training video 
 crop, flip) for `num_batches` batches of TRAIN.BATCH_SIZE after one warm-up batch; videos/s
 and frames/s are over the timed batches. The baseline is what the TSM repository does: PyAV
 decodes up to the last needed frame (or PIL opens the needed JPEGs), PIL scales, crops, resizes
-and flips each frame, and a torch DataLoader with DATA.NUM_WORKERS worker processes batches
+and flips each frame, the frames become one normalised float tensor, and a torch DataLoader with DATA.NUM_WORKERS worker processes batches
 them — the same number of workers as the DALI pipeline has threads.
 """
 
@@ -28,8 +28,9 @@ from s2d_fast.data.transforms import multi_scale_box, scaled_size
 class TsmBaseline(Dataset):
     """TSM's loading recipe on a `VideoDataset`'s records: PIL images all the way."""
 
-    def __init__(self, dataset: VideoDataset):
+    def __init__(self, dataset: VideoDataset, mean: list[float], std: list[float]):
         self.dataset = dataset
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -66,7 +67,14 @@ class TsmBaseline(Dataset):
             if flip:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
             out.append(np.asarray(image))
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        # TSM's ToTorchFormatTensor and GroupNormalize: the workers hand over normalised float32
+        # (4x the bytes of uint8), normalised channel by channel; s2d-fast hands over uint8 and
+        # normalises on the device inside its frame gather.
+        clip = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255)
+        for frame in clip:
+            for channel, mean, std in zip(frame, self.mean, self.std):
+                channel.sub_(mean).div_(std)
+        return clip
 
 
 def _time(loader, num_batches: int) -> dict:
@@ -84,30 +92,41 @@ def _time(loader, num_batches: int) -> dict:
             "videos": videos, "seconds": round(seconds, 2)}
 
 
-def bench_data(cfg, num_batches: int = 8, backends: tuple[str, ...] = ("dali", "pyav"), json_path=None) -> dict:
-    """Time each backend and the baseline on `cfg`'s training list; print and return the table."""
+def bench_data(cfg, num_batches: int = 8, backends: tuple[str, ...] = ("dali", "pyav"), json_path=None,
+               repeats: int = 3) -> dict:
+    """Time each backend and the baseline on `cfg`'s training list, `repeats` times in interleaved
+    order; print and return the medians and their ratios to the baseline's."""
     batch = cfg.TRAIN.BATCH_SIZE
     workers = cfg.DATA.NUM_WORKERS
     dataset = build_dataset(cfg, "train")
     needed = (num_batches + 1) * batch
     if len(dataset) < needed:
         raise ConfigError(f"the training list has {len(dataset)} videos; {num_batches} + 1 batches of {batch} need {needed}")
+    loaders = {backend: build_loader(_with(cfg, backend), "train") for backend in backends}
+    loaders["baseline"] = DataLoader(TsmBaseline(dataset, cfg.DATA.MEAN, cfg.DATA.STD), batch_size=batch,
+                                     num_workers=workers, sampler=EpochSampler(len(dataset), True, cfg.RNG_SEED),
+                                     drop_last=True)
+    runs: dict[str, list[dict]] = {name: [] for name in loaders}
+    for _ in range(repeats):  # interleaved, so that a busy moment of the machine hits every loader
+        for name, loader in loaders.items():
+            runs[name].append(_time(loader, num_batches))
     rows = {}
-    for backend in backends:
-        loader = build_loader(_with(cfg, backend), "train")
-        rows[backend] = _time(loader, num_batches)
-        rows[backend]["skipped"] = loader.dataset.bad.num_skipped
-    baseline = DataLoader(TsmBaseline(dataset), batch_size=batch, num_workers=workers,
-                          sampler=EpochSampler(len(dataset), True, cfg.RNG_SEED), drop_last=True)
-    rows["baseline"] = _time(baseline, num_batches)
+    for name, timed in runs.items():
+        rows[name] = {
+            "videos_per_s": float(np.median([t["videos_per_s"] for t in timed])),
+            "frames_per_s": float(np.median([t["frames_per_s"] for t in timed])),
+            "runs_videos_per_s": [t["videos_per_s"] for t in timed],
+        }
+        if name != "baseline":
+            rows[name]["skipped"] = loaders[name].dataset.bad.num_skipped
     base = rows["baseline"]["videos_per_s"]
     for row in rows.values():
         row["vs_baseline"] = round(row["videos_per_s"] / base, 2)
     result = {"dataset": cfg.DATA.DATASET, "format": dataset.fmt, "root": str(dataset.root), "workers": workers,
               "batch_size": batch, "num_batches": num_batches, "frames_per_video": cfg.DATA.NUM_CANDIDATES,
-              "crop_size": cfg.DATA.CROP_SIZE, "rows": rows}
+              "crop_size": cfg.DATA.CROP_SIZE, "repeats": repeats, "rows": rows}
     print(f"{cfg.DATA.DATASET} ({dataset.fmt}), {workers} workers/threads, {cfg.DATA.NUM_CANDIDATES} frames at "
-          f"{cfg.DATA.CROP_SIZE}, {num_batches} batches of {batch}")
+          f"{cfg.DATA.CROP_SIZE}, {num_batches} batches of {batch}, median of {repeats} interleaved runs")
     print(f"{'loader':<10}{'videos/s':>10}{'frames/s':>10}{'skipped':>9}{'x baseline':>12}")
     for name, row in rows.items():
         print(f"{name:<10}{row['videos_per_s']:>10.2f}{row['frames_per_s']:>10.1f}{row.get('skipped', '-'):>9}"

@@ -113,8 +113,9 @@ def prepare_mini_kinetics(root, kinetics_train, kinetics_val, split_train, split
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
 @click.option("--batches", default=8, show_default=True, help="Timed batches per loader (after one warm-up).")
+@click.option("--repeats", default=3, show_default=True, help="Interleaved runs per loader; medians are reported.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_data(config_file, json_path, batches, args):
+def bench_data(config_file, json_path, batches, repeats, args):
     """Decode and augment the configured training list with each backend and with a TSM-style
     baseline loader (PyAV + PIL in DataLoader workers); print videos/s, frames/s, skips, ratio.
 
@@ -123,4 +124,4 @@ def bench_data(config_file, json_path, batches, args):
     from s2d_fast.bench.data import bench_data as run
     from s2d_fast.cli import _load, _run  # at call time: the CLI imports this module
 
-    _run(lambda: run(_load(config_file, args), num_batches=batches, json_path=json_path))
+    _run(lambda: run(_load(config_file, args), num_batches=batches, json_path=json_path, repeats=repeats))
