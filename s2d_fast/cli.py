@@ -144,6 +144,40 @@ def evaluate(config_file, checkpoint, json_path, output, args):
     _run(go)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("videos", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: OUTPUT_DIR's newest).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config the model was trained with.")
+@click.option("--label-map", type=click.Path(dir_okay=False), help="Class names, one per line (index = label).")
+@click.option("--save-vis", type=click.Path(dir_okay=False),
+              help="PNG of what the model looked at (OUT.png, then OUT-2.png, ... per video).")
+def predict(videos, checkpoint, config_file, label_map, save_vis):
+    """Top-5 actions of each VIDEO (a video file or a folder of JPEG frames).
+
+    \b
+    VIDEO... may end with KEY VALUE pairs that override the config, e.g.
+      s2d-fast predict clip.mp4 --checkpoint best.pt --save-vis seen.png DATA.NUM_CANDIDATES 32
+    The PNG shows the synopsis frames, where the detail frames sit in time, each detail
+    frame's zoom window, what the detail network saw, and the top-5 bars.
+    """
+    paths = list(videos)
+    first_key = next((i for i, word in enumerate(paths) if _KEY.match(word)), len(paths))
+    paths, pairs = paths[:first_key], paths[first_key:]
+
+    def go():
+        from s2d_fast.engine.predict import predict_videos
+
+        cfg = load_config(config_file, pairs)
+        for result in predict_videos(cfg, paths, checkpoint, label_map=label_map, save_vis=save_vis):
+            click.echo(result["video"])
+            for class_id, name, prob in result["top"]:
+                click.echo(f"  {prob:.3f}  {name} ({class_id})")
+            if "figure" in result:
+                click.echo(f"  wrote {result['figure']}")
+
+    _run(go)
+
+
 @main.group()
 def prepare():
     """Prepare datasets: generate the built-in one, extract frames, build list files."""

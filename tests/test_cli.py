@@ -108,3 +108,20 @@ def test_eval_counts_unreadable_videos_as_wrong_and_lists_them(tiny_dataset, tmp
     assert metrics["unreadable"] == 1 and metrics["num_videos"] == 12
     assert metrics["unreadable_videos"][0]["path"].endswith(first_val)
     assert "1 videos could not be read" in result.output
+
+
+def test_predict_prints_top5_and_writes_the_picture(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", *tiny_run(tiny_dataset, out, "TRAIN.STAGE", "warmup")).exit_code == 0
+    video = tiny_dataset / (tiny_dataset / "val.txt").read_text().split()[0]
+    png = tmp_path / "seen.png"
+    # the model's config comes as KEY VALUE pairs after the video, as for train and eval
+    result = run("predict", str(video), "--checkpoint", str(out / "checkpoints" / "warmup-last.pt"),
+                 "--save-vis", str(png), *tiny_run(tiny_dataset, out))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == str(video) and len([l for l in lines if l.startswith("  0.")]) == 5
+    assert png.is_file() and f"wrote {png}" in result.output
+    missing = CliRunner().invoke(main, ["predict", str(tmp_path / "nope.webm"), "--checkpoint",
+                                        str(out / "checkpoints" / "warmup-last.pt"), *tiny_run(tiny_dataset, out)])
+    assert missing.exit_code == 1 and "nope.webm" in missing.output

@@ -31,7 +31,9 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
+from .predict import class_names
 from .runtime import autocast, checkpoint_path, compile_model, seed_everything, setup_logging, to_device
+from .visualize import sampling_grid_tensor
 
 logger = logging.getLogger("s2d_fast")
 
@@ -166,6 +168,8 @@ class Trainer:
             wrapped = DistributedDataParallel(self.model, device_ids=ids)
         self.forward = compile_model(wrapped, cfg.TRAIN.COMPILE, cfg.TRAIN.COMPILE_MODE, training=True)
         self.writer = SummaryWriter(str(self.output_dir / "tensorboard" / self.stage)) if ctx.is_main else None
+        self.class_names = class_names(cfg, self.num_classes)
+        self.last_vis = -cfg.TRAIN.VIS_PERIOD  # the first logged step gets a picture
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -276,6 +280,12 @@ class Trainer:
                             sums[k] = sums.get(k, 0.0) + v
                         count += 1
                         bar.set_postfix(loss=f"{values['loss']:.3f}")
+                        vis_due = cfg.TRAIN.VIS_PERIOD and step - self.last_vis >= cfg.TRAIN.VIS_PERIOD
+                        if self.writer is not None and vis_due:
+                            image = sampling_grid_tensor(self.model, batch["frames"], batch["n_valid"], out,
+                                                         class_names=self.class_names)
+                            self.writer.add_image("sampling", image, step)
+                            self.last_vis = step
                         stopping = any_rank(stop.requested, ctx)
                     else:
                         stopping = stop.requested and not ctx.distributed

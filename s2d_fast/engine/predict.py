@@ -1,0 +1,141 @@
+"""Classify video files or frame folders with a checkpoint: the top classes of each, and a figure.
+
+Each video is read exactly as the validation loader reads a list entry (one clip, the centre
+crop): T = DATA.NUM_CANDIDATES candidates at the centres of T equal segments of its frames,
+short side resized to DATA.SCALE_SIZE, centre crop of DATA.CROP_SIZE. Frames are counted as
+`prepare lists` counts them for the list files, so a video gets the very candidates it gets in
+evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import torch
+
+from s2d_fast.config import ConfigError
+from s2d_fast.data.datasets import DATASETS
+from s2d_fast.data.loader import VideoDataset, VideoReadError, VideoRecord, check_file
+from s2d_fast.data.prepare import count_frames, probe_frames
+
+from .evaluate import load_for_eval
+from .runtime import autocast
+from .visualize import batch_figure, ranked, synopsis_ranking
+
+DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"  # TSN's frame folders
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """One class name per line, line i naming class i (trailing blank lines ignored)."""
+    names = [line.strip() for line in Path(path).read_text().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def class_names(cfg, num_classes: int, label_map: str | None = None) -> list[str] | None:
+    """Names by class id: from `label_map`, else the built-in dataset's (its `classes.txt` under
+    DATA.ROOT, else the generator's CLASSES), else None (classes are shown by id)."""
+    if label_map:
+        names = read_class_names(label_map)
+        if len(names) != num_classes:
+            raise ConfigError(f"{label_map}: {len(names)} class names, but the checkpoint has {num_classes} classes")
+        return names
+    if cfg.DATA.DATASET != "synthetic":
+        return None
+    from s2d_fast.data.synthetic import CLASSES  # the renderer only when its names are wanted
+
+    listed = Path(cfg.DATA.ROOT).expanduser() / "classes.txt" if cfg.DATA.ROOT else None
+    names = read_class_names(listed) if listed is not None and listed.is_file() else list(CLASSES)
+    # DATA.NUM_CLASS may have changed the count: then the names are not these classes'.
+    return names if len(names) == num_classes else None
+
+
+def _frame_template(cfg) -> str:
+    spec = DATASETS.get(cfg.DATA.DATASET)
+    return cfg.DATA.FRAME_TEMPLATE or (spec.frame_template if spec else DEFAULT_FRAME_TEMPLATE)
+
+
+def read_video(cfg, path: str) -> tuple[torch.Tensor, int]:
+    """The candidates of one video file or frame folder, uint8 `(T, 3, c, c)`, and n_valid."""
+    template = _frame_template(cfg)
+    if Path(path).is_dir():
+        fmt, num_frames = "frames", count_frames(Path(path), template)
+        if num_frames == 0:
+            raise VideoReadError(f"{path}: no frames named like {template.format(1)}")
+    else:
+        check_file(path)
+        fmt = "video"
+        try:
+            num_frames = probe_frames(Path(path))
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise VideoReadError(f"{path}: cannot decode: {err}") from err
+        if num_frames == 0:
+            raise VideoReadError(f"{path}: no video frames")
+    # The validation dataset itself, over a one-video list: the same sampling, decoding and crop.
+    dataset = VideoDataset(
+        [VideoRecord(str(path), num_frames, 0)], "", fmt=fmt, num_segments=cfg.DATA.NUM_CANDIDATES,
+        scale_size=cfg.DATA.SCALE_SIZE, crop_size=cfg.DATA.CROP_SIZE, train=False, flip=False, num_classes=1,
+        frame_template=template, on_bad="error",
+    )
+    sample = dataset[0]
+    return sample["frames"], int(sample["n_valid"])
+
+
+def figure_path(save_vis: str | os.PathLike, i: int) -> Path:
+    """Video i's PNG: `save_vis` itself for the first, then `OUT-2.png`, `OUT-3.png`, ..."""
+    path = Path(save_vis)
+    return path if i == 0 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}")
+
+
+def _named(ranking: list[tuple[int, float]], names: list[str] | None) -> list[tuple[int, str, float]]:
+    return [(c, names[c] if names else str(c), p) for c, p in ranking]
+
+
+@torch.no_grad()
+def predict_videos(
+    cfg,
+    videos: list[str],
+    checkpoint: str | None,
+    *,
+    label_map: str | None = None,
+    save_vis: str | None = None,
+    top: int = 5,
+) -> list[dict]:
+    """Per video `{"video", "top": [(class_id, class_name, prob)], "synopsis_topk": [...]}`.
+
+    `top` holds the `top` classes of the final distribution, most probable first (classes
+    outside the synopsis' top-k have probability 0); `synopsis_topk` the synopsis' top-k with
+    SNet's softmax probabilities ([] for the uniform baseline). Without names a class's name is
+    its id. With `save_vis` each video's figure is written as a PNG, one file per video
+    (`figure_path`), its path under "figure". Raises VideoReadError naming a file that is
+    missing or cannot be decoded.
+    """
+    for path in videos:  # a typo fails before the model loads, not after the other videos
+        if not os.path.exists(path):
+            raise VideoReadError(f"{path}: no such file or frame folder")
+    device = torch.device("cuda" if cfg.NUM_GPUS > 0 and torch.cuda.is_available() else "cpu")
+    model, _ = load_for_eval(cfg, checkpoint, device)
+    names = class_names(cfg, model.num_classes, label_map)
+    results = []
+    for i, path in enumerate(videos):
+        frames, n_valid = read_video(cfg, path)
+        frames, n_valid = frames[None], torch.tensor([n_valid])
+        with autocast(device, cfg.TEST.AMP):
+            out = model(frames.to(device), n_valid.to(device))
+        out_b = {key: value[0].float().cpu() for key, value in out.items()}
+        result = {
+            "video": path,
+            "top": _named(ranked(out_b["log_prob"].exp(), top), names),
+            "synopsis_topk": _named(synopsis_ranking(out_b), names),
+        }
+        if save_vis:
+            target = figure_path(save_vis, i)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            figure = batch_figure(model, frames, n_valid, out, class_names=names, title=path, top=top)
+            figure.save(target, format="PNG")
+            result["figure"] = str(target)
+        results.append(result)
+    return results
