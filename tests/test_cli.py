@@ -32,13 +32,18 @@ def test_train_warmup_sampling_eval_export(tiny_dataset, tmp_path):
     assert state["stage"] == "sampling" and state["epoch"] == 1
     assert "warmup-last.pt" in (out / "log_sampling.txt").read_text()
 
-    js = tmp_path / "metrics.json"
-    ev = run("eval", "--json", str(js), *tiny_run(tiny_dataset, out))
+    js, preds = tmp_path / "metrics.json", tmp_path / "preds.jsonl"
+    ev = run("eval", "--json", str(js), *tiny_run(tiny_dataset, out, "TEST.PREDICTIONS", str(preds)))
     assert ev.exit_code == 0, ev.output
     metrics = json.loads(js.read_text())
     assert {"top1", "top5", "mAP", "num_videos", "videos_per_second", "gflops_per_video"} <= set(metrics)
     assert metrics["num_videos"] == 12 and metrics["checkpoint"]["stage"] == "sampling"
     assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    listed = [line.split()[0] for line in (tiny_dataset / "val.txt").read_text().splitlines()]
+    assert [r["video"] for r in rows] == listed and all(len(r["top"]) == 5 for r in rows)
+    hits = sum(r["top"][0][0] == r["label"] for r in rows)
+    assert metrics["top1"] == pytest.approx(100 * hits / 12)
 
     # the paper's EVALUATE True form evaluates the named checkpoint
     again = run("train", *tiny_run(tiny_dataset, out, "EVALUATE", "True",
