@@ -33,7 +33,7 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> list[str]:
 
 def _unknown_key(key: str, cfg: CfgNode, where: str) -> ConfigError:
     valid = all_keys(cfg)
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.75)
     if not near:  # a typo in the section name still deserves the keys of the section it meant
         leaf = key.rsplit(".", 1)[-1]
         near = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:3]
