@@ -108,14 +108,14 @@ class S2DNet(nn.Module):
 
         if not self.detail_sampling:
             self.dnet = backbone_from_config(dnet_cfg, num_classes, self.kernel_backend)
-            logger.info("DNet initialised with %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
+            logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
             self._always_frozen = self._frozen_names()
             return
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
-        logger.info("SNet initialised with %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
-        logger.info("DNet initialised with %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
+        logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
+        logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
         c_e = self.snet.num_features
         theta_in, width = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS
         sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0
