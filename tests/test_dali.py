@@ -65,3 +65,22 @@ def test_dali_is_deterministic_and_resumes(data):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["frames"], y["frames"])
     again = list(loader)  # the next epoch: a different order or different crops
     assert any(not torch.equal(x["frames"], y["frames"]) for x, y in zip(full, again))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_backends_agree_on_rescaled_short_frame_folders(data, split):
+    """Frames not at the scale size (no ROI decoding: scaled first, then cut, as PyAV does) and
+    more candidates than frames (each file decoded once, its frame repeated)."""
+    fmt, root = data
+    if fmt != "frames":
+        pytest.skip("frame folders only")
+    pairs = ("DATA.SCALE_SIZE", "48", "DATA.CROP_SIZE", "40", "DATA.NUM_CANDIDATES", "20")
+    batches = {}
+    for backend in ("pyav", "dali"):
+        loader = L.build_loader(_cfg(root, backend, *pairs, *(("DATA.NUM_CLIPS", "2") if split == "val" else ())), split)
+        loader.sampler.set_epoch(1)
+        batches[backend] = next(iter(loader))
+    a, d = batches["pyav"], batches["dali"]
+    assert torch.equal(a["n_valid"], d["n_valid"]) and d["n_valid"].tolist() == [16] * len(d["n_valid"])
+    assert a["frames"].shape == d["frames"].shape
+    assert (a["frames"].int() - d["frames"].int()).abs().float().mean() < 0.5

@@ -1,10 +1,15 @@
-"""The DALI backend: decode, crop, resize and flip in a DALI pipeline.
+"""The DALI backend: decode (and, on the GPU, crop, resize and flip) in a DALI pipeline.
 
 Videos go through DALI's video decoder with per-sample frame indices (NVDEC, `mixed`, when
 CUDA is there; libavcodec on the CPU otherwise, which reads VP8, VP9 and MJPEG only). Frame
-folders go through the image decoder (nvJPEG on the GPU), fed only the selected frames' files.
-The crop of each view is a region of interest of one resize (`fn.resize` with `roi_*`), and the
-flip and the HWC -> CHW transpose one `crop_mirror_normalize` with uint8 output.
+folders go through the image decoder (nvJPEG on the GPU), fed each selected frame file once.
+
+On the GPU the crop of each view is a region of interest of one resize (`fn.resize` with
+`roi_*`), and the flip and the HWC -> CHW transpose one `crop_mirror_normalize` with uint8
+output. On the CPU DALI only decodes — a JPEG frame of a single-crop sample only its crop
+(`fn.decoders.image_slice`, ROI decoding) — and the decoded frames, read in place, are cut,
+resized and flipped by torch's uint8 antialiased bilinear kernel straight into the batch tensor:
+DALI's CPU resampler costs about 4x as much per frame, more than the decoding itself.
 
 Python keeps what must match the PyAV backend exactly: the sampler's order, the per-sample plan
 (`VideoDataset.temporal_plan` and `transforms.spatial_plan`, seeded by (seed, epoch, index)),
@@ -21,11 +26,11 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from s2d_fast.data.loader import EpochSampler, VideoDataset, VideoReadError, check_file
@@ -74,11 +79,16 @@ class Prepared:
     """One sample ready for the pipeline: encoded bytes and where its views come from."""
 
     index: int
-    data: list[np.ndarray]  # one buffer per video, or one per frame file
+    data: list[np.ndarray]  # one buffer per video, or one per distinct frame file
     indices: np.ndarray  # frame indices, clamped to what the file has
+    frame_of: np.ndarray  # frame files: which buffer of `data` each of the indices is
     n_valid: int
     rois: list[tuple[np.ndarray, np.ndarray]]  # relative (y, x) start and end, per crop
     flip: bool
+    boxes: tuple[tuple[int, int, int, int], ...]  # (y, x, h, w) per crop, in the scaled frame
+    scaled: tuple[int, int]  # (width, height) of the scaled frame
+    window: tuple[np.ndarray, np.ndarray]  # (y, x) start and size of what the decoder cuts out
+    sliced: bool  # the decoder outputs the one crop box itself
 
 
 class DaliLoader:
@@ -97,6 +107,7 @@ class DaliLoader:
         self.codecs = GPU_CODECS if use_gpu else CPU_CODECS
         self._pipe = None
         self._pool = ThreadPoolExecutor(num_threads)
+        self._cut_pool = ThreadPoolExecutor(num_threads)  # CPU: the torch half of each batch
         self._routed: set[str] = set()
 
     def __len__(self) -> int:
@@ -127,9 +138,10 @@ class DaliLoader:
         path = str(ds.root / record.path)
         rng = np.random.default_rng([ds.seed, epoch, index])
         indices, n_valid = ds.temporal_plan(record, rng)
+        frame_of = np.zeros(0, np.int64)
         try:
             if ds.fmt == "frames":
-                data, available, width, height = self._read_frames(path, indices)
+                data, frame_of, available, width, height = self._read_frames(path, indices)
             else:
                 info = probe_video(path)
                 if info.codec not in self.codecs:
@@ -145,9 +157,13 @@ class DaliLoader:
         boxes, flip = spatial_plan(w, h, ds.crop_size, ds.train, ds.flip, ds.num_crops, rng)
         rois = [(np.array([y / h, x / w], np.float32), np.array([(y + bh) / h, (x + bw) / w], np.float32))
                 for y, x, bh, bw in boxes]
-        return Prepared(index, data, indices, n_valid, rois, flip)
+        # A frame already at the scaled size with one crop: decode only the crop's pixels.
+        sliced = ds.fmt == "frames" and len(boxes) == 1 and (width, height) == (w, h)
+        window = ((np.array(boxes[0][:2], np.int32), np.array(boxes[0][2:], np.int32)) if sliced
+                  else (np.zeros(2, np.int32), np.array([height, width], np.int32)))
+        return Prepared(index, data, indices, frame_of, n_valid, rois, flip, boxes, (w, h), window, sliced)
 
-    def _read_frames(self, folder: str, indices: np.ndarray) -> tuple[list[np.ndarray], int, int, int]:
+    def _read_frames(self, folder: str, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int, int]:
         template = self.dataset.frame_template
         files = [os.path.join(folder, template.format(int(i) + 1)) for i in range(int(indices.max()) + 1)]
         available = len(files)
@@ -158,8 +174,9 @@ class DaliLoader:
             if available == 0:
                 raise VideoReadError(f"{folder}: no frames named like {template.format(1)}")
         width, height = _folder_size(files[0])
-        data = [np.fromfile(files[min(int(i), available - 1)], np.uint8) for i in indices]
-        return data, available, width, height
+        wanted, frame_of = np.unique(np.minimum(indices, available - 1), return_inverse=True)
+        data = [np.fromfile(files[int(i)], np.uint8) for i in wanted]  # each file read once
+        return data, frame_of.reshape(-1), available, width, height
 
     def _route_once(self, codec: str) -> None:
         if codec not in self._routed:
@@ -170,78 +187,125 @@ class DaliLoader:
     # --- per batch --------------------------------------------------------------------------
 
     def _run_batch(self, batch, futures) -> dict:
+        ds = self.dataset
         prepared = [f.result() for f in futures]
-        ready = [p for p in prepared if p is not None]
-        views: dict[int, torch.Tensor] = {}
+        c = ds.crop_size
+        frames = torch.empty((len(batch), ds.num_views, ds.num_segments, 3, c, c), dtype=torch.uint8,
+                             device=self.device)
+        ready = [(position, p) for position, p in enumerate(prepared) if p is not None]
+        done: set[int] = set()
         if ready:
             try:
-                views.update(zip((p.index for p in ready), self._decode(ready)))
+                self._decode(ready, frames)
+                done.update(position for position, _ in ready)
             except RuntimeError:
                 # One bad file fails the whole DALI batch: retry one by one, PyAV for what fails.
-                for p in ready:
+                for item in ready:
                     try:
-                        views[p.index] = self._decode([p])[0]
+                        self._decode([item], frames)
+                        done.add(item[0])
                     except RuntimeError:
                         pass
         samples = []
         fallback = {}
-        for (epoch, index), p in zip(batch, prepared):
-            if p is not None and index in views:
-                samples.append(self.dataset.finish(self.dataset.records[index], index, views[index], p.n_valid, p.flip))
+        for position, ((epoch, index), p) in enumerate(zip(batch, prepared)):
+            if position in done:
+                samples.append(ds.finish(ds.records[index], index, frames[position], p.n_valid, p.flip))
             else:
-                fallback[len(samples)] = self._pool.submit(self.dataset.__getitem__, (epoch, index))
+                fallback[position] = self._pool.submit(ds.__getitem__, (epoch, index))
                 samples.append(None)
         for position, future in fallback.items():
-            samples[position] = future.result()
-        return self._collate(samples)
+            samples[position] = sample = future.result()
+            frames[position].copy_(sample["frames"].reshape(frames.shape[1:]))
+        return self._collate(samples, frames[:, 0] if ds.num_views == 1 else frames)
 
-    def _collate(self, samples: list[dict]) -> dict:
+    def _collate(self, samples: list[dict], frames: torch.Tensor) -> dict:
         for sample in samples:
             for bad in json.loads(sample.pop("bad", "[]")):
                 self.dataset.bad.note(bad["path"], bad["reason"], replaced=self.dataset.train)
         return {
-            "frames": torch.stack([s["frames"].to(self.device) for s in samples]),
+            "frames": frames,
             "n_valid": torch.tensor([s["n_valid"] for s in samples], dtype=torch.int64),
             "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
             "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
         }
 
-    def _decode(self, ready: list[Prepared]) -> list[torch.Tensor]:
-        """`(V, T, 3, c, c)` uint8 views of each prepared sample, through the pipeline."""
-        ds = self.dataset
-        frames_format = ds.fmt == "frames"
+    def _feed(self, ready: list[tuple[int, Prepared]]) -> list[int]:
+        """Feed the pipeline with `ready`'s encoded data and plans; the pipeline samples of each
+        (one per video, or one per distinct frame file)."""
         pipe = self._pipeline()
-        if frames_format:  # one pipeline sample per frame file
-            per = [len(p.data) for p in ready]
-            pipe.feed_input("encoded", [d for p in ready for d in p.data])
-            repeat = lambda values: [v for p, v in zip(ready, values) for _ in range(len(p.data))]  # noqa: E731
+        plans = [p for _, p in ready]
+        per = [len(p.data) for p in plans]
+        pipe.feed_input("encoded", [d for p in plans for d in p.data])
+        if self.dataset.fmt != "frames":
+            pipe.feed_input("indices", [p.indices.astype(np.int32) for p in plans])
+
+        def repeat(values):
+            return [v for n, v in zip(per, values) for _ in range(n)]
+
+        if self.use_gpu:
+            for k in range(self.dataset.num_crops):
+                pipe.feed_input(f"roi_start{k}", repeat([p.rois[k][0] for p in plans]))
+                pipe.feed_input(f"roi_end{k}", repeat([p.rois[k][1] for p in plans]))
+            pipe.feed_input("flip", repeat([np.array(int(p.flip), np.int32) for p in plans]))
+        elif self.dataset.fmt == "frames":
+            pipe.feed_input("anchor", repeat([p.window[0] for p in plans]))
+            pipe.feed_input("shape", repeat([p.window[1] for p in plans]))
+        return per
+
+    def _decode(self, ready: list[tuple[int, Prepared]], frames: torch.Tensor) -> None:
+        """Decode `ready` into its rows of `frames` `(B, V, T, 3, c, c)`."""
+        per = self._feed(ready)
+        outputs = self._pipe.run()
+        starts = np.concatenate([[0], np.cumsum(per)[:-1]]).tolist()
+        if not self.use_gpu:
+            decoded = outputs[0]  # read in place: done with before the next run
+            tasks = [self._cut_pool.submit(self._cut, decoded, start, n, p, frames[position])
+                     for (position, p), start, n in zip(ready, starts, per)]
+            for task in tasks:
+                task.result()
+            return
+        ds = self.dataset
+        crops = [self._to_torch(out) for out in outputs]  # each (N, [F,] 3, c, c)
+        for (position, p), start in zip(ready, starts):
+            dest = frames[position].view(ds.num_clips, ds.num_crops, *frames.shape[2:])
+            for k, crop in enumerate(crops):
+                if ds.fmt == "frames":
+                    view = crop[start:start + len(p.data)][torch.from_numpy(p.frame_of).to(crop.device)]
+                else:
+                    view = crop[start]
+                dest[:, k].copy_(view.unflatten(0, (ds.num_clips, ds.num_segments)))
+
+    def _cut(self, decoded, start: int, n: int, p: Prepared, dest: torch.Tensor) -> None:
+        """One sample's decoded HWC frames (in DALI's output) -> its `(V, T, 3, c, c)` views:
+        cut out each box, resize it (uint8, antialiased bilinear), flip, transpose to CHW."""
+        ds = self.dataset
+        c = ds.crop_size
+        if ds.fmt == "frames":
+            parts = [torch.from_dlpack(decoded[start + i]) for i in range(n)]
+            source = parts[0][None] if n == 1 else torch.stack(parts)
         else:
-            pipe.feed_input("encoded", [p.data[0] for p in ready])
-            pipe.feed_input("indices", [p.indices.astype(np.int32) for p in ready])
-            repeat = lambda values: list(values)  # noqa: E731
-        for k in range(ds.num_crops):
-            pipe.feed_input(f"roi_start{k}", repeat([p.rois[k][0] for p in ready]))
-            pipe.feed_input(f"roi_end{k}", repeat([p.rois[k][1] for p in ready]))
-        pipe.feed_input("flip", repeat([np.array(int(p.flip), np.int32) for p in ready]))
-        crops = [self._to_torch(out) for out in pipe.run()]  # each (N, [F,] 3, c, c)
-        if frames_format:
-            crops = [c.split(per) for c in crops]
-        else:
-            crops = [list(c) for c in crops]
-        out = []
-        for i in range(len(ready)):
-            v = torch.stack([c[i] for c in crops])  # (crops, clips * T, 3, c, c)
-            v = v.unflatten(1, (ds.num_clips, ds.num_segments)).transpose(0, 1).flatten(0, 1)
-            out.append(v)
-        return out
+            source = torch.from_dlpack(decoded[start])
+        x = source.permute(0, 3, 1, 2)  # (N, 3, H, W), channels-last in memory
+        if not p.sliced and (x.shape[-1], x.shape[-2]) != p.scaled:
+            x = _resize(x, (p.scaled[1], p.scaled[0]))  # as PyAV does: scale, then cut the boxes
+        dest = dest.view(ds.num_clips, ds.num_crops, *dest.shape[1:])
+        order = None if ds.fmt != "frames" or _is_identity(p.frame_of) else torch.from_numpy(p.frame_of)
+        for k, (y, x0, h, w) in enumerate(p.boxes):
+            view = x if p.sliced else x[:, :, y:y + h, x0:x0 + w]
+            if view.shape[-2:] != (c, c):
+                view = _resize(view, (c, c))
+            if p.flip:
+                view = view.flip(-1)
+            if order is not None:
+                view = view[order]
+            dest[:, k].copy_(view.unflatten(0, (ds.num_clips, ds.num_segments)))
 
     def _to_torch(self, tensor_list) -> torch.Tensor:
-        dense = tensor_list.as_tensor()
-        if not self.use_gpu:
-            return torch.from_numpy(np.array(dense))
         from nvidia.dali.plugin.pytorch import feed_ndarray  # device-to-device copy, no host round trip
 
+        dense = tensor_list.as_tensor()
         out = torch.empty(dense.shape(), dtype=torch.uint8, device=self.device)
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
         return out
@@ -252,8 +316,19 @@ class DaliLoader:
         return self._pipe
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 `(N, 3, h, w)` -> `(N, 3, *size)`: bilinear, antialiased where it downsizes (torch's
+    uint8 kernel, on channels-last memory)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool(np.array_equal(order, np.arange(len(order))))
+
+
 def build_pipeline(dataset: VideoDataset, batch_size: int, num_threads: int, use_gpu: bool):
-    """The DALI pipeline for `dataset`'s format: encoded input in, one output per crop."""
+    """The DALI pipeline for `dataset`'s format: encoded input in; on the GPU one output per crop
+    (resized, flipped, CHW), on the CPU the decoded HWC frames (the frame files' windows)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -267,12 +342,18 @@ def build_pipeline(dataset: VideoDataset, batch_size: int, num_threads: int, use
                   exec_dynamic=True, prefetch_queue_depth=1)
     def pipe():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
+        if frames_format and not use_gpu:
+            anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
+            shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
+            return fn.decoders.image_slice(encoded, anchor, shape, axis_names="HW", output_type=types.RGB)
         if frames_format:
-            frames = fn.decoders.image(encoded, device="mixed" if use_gpu else "cpu", output_type=types.RGB)
+            frames = fn.decoders.image(encoded, device="mixed", output_type=types.RGB)
         else:
             indices = fn.external_source(name="indices", dtype=types.INT32, ndim=1)
             frames = fn.decoders.video(encoded, frames=indices, device="mixed" if use_gpu else "cpu")
+            if not use_gpu:
+                return frames
+        flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
         outputs = []
         for k in range(dataset.num_crops):
             start = fn.external_source(name=f"roi_start{k}", dtype=types.FLOAT, ndim=1)
