@@ -260,16 +260,19 @@ def bench_kernels_command(device, repeats, quick, json_path):
     bench_kernels(device=device, repeats=repeats, json_path=json_path, quick=quick)
 
 
-def _register_data_commands() -> None:
+def _register_commands() -> None:
+    """Commands that live beside the code they drive: the data layer's and the benchmarks'."""
+    from s2d_fast.bench.eval import bench_eval_command
     from s2d_fast.data.commands import bench_data, prepare_frames, prepare_lists, prepare_mini_kinetics
 
     prepare.add_command(prepare_frames, "frames")
     prepare.add_command(prepare_lists, "lists")
     prepare.add_command(prepare_mini_kinetics, "mini-kinetics")
     bench.add_command(bench_data, "data")
+    bench.add_command(bench_eval_command, "eval")
 
 
-_register_data_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

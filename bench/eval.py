@@ -1,0 +1,444 @@
+"""End-to-end evaluation throughput: S2DNet against TSM with uniform frames, on the same input.
+
+Every model reads the same fixed set of uint8 candidate batches `(B, T, 3, H, W)` (T =
+DATA.NUM_CANDIDATES, H = W = DATA.CROP_SIZE), already on the device, and runs its whole
+evaluation forward: frame reads and normalisation, resizes, backbones, the log-distribution.
+- `s2dnet`: the configured S2DNet in the sampling stage (f_theta active), random weights, eval
+  mode under `torch.no_grad`, so that the detail sampler takes its inference fast path.
+- `tsmN`: TSM on DNET.ARCH with N uniform whole frames at DNET.INPUT_SIZE, built as S2DNet with
+  `S2D.DETAIL_SAMPLING False` and `DNET.NUM_FRAMES N` (the uniform baseline), so it reads the
+  same candidates; `tsm8` and `tsm16` are K and 2K at paper scale.
+
+Modes are `{eager|compiled}-{fp32|bf16|fp16}[-cl]`: fp32 runs without autocast, bf16 / fp16
+under `runtime.autocast`; `compiled` is `runtime.compile_model` (Inductor, with weight freezing
+for CPU inference), compiled once per model and mode and warmed up before any timing; `-cl`
+puts the 2-D convolutions in channels_last (`runtime.to_device`).
+
+GFLOPs per video are fvcore's counts (one multiply-add = one flop): `flops_report`'s total for
+S2DNet and `tsm_flops` (the backbone with its classifier) for TSM. Timing: one warm-up pass
+over all batches per model and mode, then `repeats` repeats; in each repeat every model x mode
+runs all batches once, in an order rotated from repeat to repeat, so that drifting clocks and
+neighbours' load hit them alike. videos/s = B * batches / seconds of a repeat; the table shows
+medians. On CUDA the clock reads after `torch.cuda.synchronize`. Host-to-device copies and
+decoding are not timed (see `s2d-fast bench data` for loading).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterable
+from unittest import mock
+
+import click
+import torch
+
+from s2d_fast.engine.runtime import autocast, compile_model, to_device
+from s2d_fast.models.flops import flops_report, resolve_num_classes, tsm_flops
+from s2d_fast.models.s2dnet import S2DNet
+
+DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
+DEFAULT_MODELS = ("s2dnet", "tsm8", "tsm16")
+INPUTS = ("auto", "random", "dataset")
+_MODE = re.compile(r"^(eager|compiled)-(fp32|bf16|fp16)(-cl)?$")
+_TSM = re.compile(r"^tsm([1-9][0-9]*)$")
+_clock = {"start": time.perf_counter()}
+
+
+def _progress(message: str) -> None:
+    elapsed = time.perf_counter() - _clock["start"]
+    print(f"[bench eval {elapsed:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def parse_mode(mode: str) -> dict:
+    """`compiled-bf16-cl` -> `{"compiled": True, "amp": "bf16", "channels_last": True}`."""
+    match = _MODE.match(mode)
+    if match is None:
+        raise ValueError(f"unknown mode {mode!r}: modes are {{eager|compiled}}-{{fp32|bf16|fp16}}[-cl]")
+    kind, precision, cl = match.groups()
+    return {"compiled": kind == "compiled", "amp": "none" if precision == "fp32" else precision, "channels_last": bool(cl)}
+
+
+def _model_cfg(cfg, model: str):
+    """The config of a benchmarked model: the configured S2DNet, or its uniform baseline on N frames."""
+    if model == "s2dnet":
+        return cfg
+    match = _TSM.match(model)
+    if match is None:
+        raise ValueError(f"unknown model {model!r}: models are s2dnet and tsmN (N uniform frames, e.g. tsm8)")
+    out = cfg.clone()
+    out.defrost()
+    out.S2D.DETAIL_SAMPLING = False
+    out.DNET.NUM_FRAMES = int(match.group(1))
+    out.freeze()
+    return out
+
+
+def _model_name(cfg, model: str) -> str:
+    dnet = cfg.DNET
+    if model == "s2dnet":
+        if not cfg.S2D.DETAIL_SAMPLING:
+            return f"S2DNet uniform baseline (TSM-{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})"
+        snet = cfg.SNET
+        return (f"S2DNet ({snet.ARCH} {snet.NUM_FRAMES}x{snet.INPUT_SIZE} + "
+                f"{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})")
+    return f"TSM-{dnet.ARCH} {_TSM.match(model).group(1)}x{dnet.INPUT_SIZE}"
+
+
+def _gflops(cfg, models: list[str], num_classes: int) -> dict[str, float]:
+    """GFLOPs per video of each model: S2DNet's from `flops_report`, whose TSM rows (K and 2K
+    frames) serve the TSM models they match; `tsm_flops` for any other frame count."""
+    out, known = {}, {}
+    if "s2dnet" in models:
+        _progress("counting GFLOPs of s2dnet (and of TSM on K and 2K frames)")
+        report = flops_report(cfg, num_classes)
+        # The uniform baseline has no total row: its first baseline row is the model itself.
+        out["s2dnet"] = (report["total"] or report["baselines"][0])["gflops"]
+        known = {row["part"]: row["gflops"] for row in report["baselines"]}
+    for model in models:
+        if model == "s2dnet":
+            continue
+        frames = int(_TSM.match(model).group(1))
+        if f"tsm_{frames}" not in known:
+            _progress(f"counting GFLOPs of {model}")
+            known[f"tsm_{frames}"] = tsm_flops(cfg.DNET.ARCH, frames, cfg.DNET.INPUT_SIZE, num_classes)[0]
+        out[model] = known[f"tsm_{frames}"]
+    return out
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _cached_val_dataset(cfg):
+    """The validation dataset if it is on disk, else None: the built-in synthetic dataset is
+    not generated for a benchmark (its generator is swapped for an exception while resolving)."""
+    from s2d_fast.config import ConfigError
+    from s2d_fast.data import synthetic
+    from s2d_fast.data.loader import build_dataset
+
+    def refuse(*args, **kwargs):
+        raise _NotCached
+
+    try:
+        with mock.patch.object(synthetic, "generate_synthetic", refuse):
+            return build_dataset(cfg, "val")
+    except (_NotCached, ConfigError, FileNotFoundError):
+        return None
+
+
+def _input_batches(cfg, batch_size: int, batches: int, inputs: str, device: torch.device):
+    """`batches` fixed `(frames uint8 (B, T, 3, H, W), n_valid (B,))` on `device`, and what they are."""
+    t, size, needed = cfg.DATA.NUM_CANDIDATES, cfg.DATA.CROP_SIZE, batch_size * batches
+    dataset = None
+    if inputs != "random":
+        one_view = cfg.clone()
+        one_view.defrost()
+        one_view.DATA.NUM_CLIPS, one_view.DATA.NUM_CROPS = 1, 1
+        if inputs == "dataset":
+            from s2d_fast.data.loader import build_dataset
+
+            dataset = build_dataset(one_view, "val")  # generates the built-in dataset if need be
+        else:
+            dataset = _cached_val_dataset(one_view)
+    if dataset is not None and len(dataset) > 0:
+        _progress(f"decoding {needed} validation videos of {cfg.DATA.DATASET} ({dataset.root})")
+        samples = [dataset[i % len(dataset)] for i in range(needed)]
+        frames = torch.stack([s["frames"] for s in samples])
+        n_valid = torch.tensor([int(s["n_valid"]) for s in samples])
+        unreadable = sum(not s["valid"] for s in samples)
+        what = f"{needed} validation videos of {cfg.DATA.DATASET}, decoded ({dataset.root})"
+        if len(dataset) < needed:
+            what += f"; its {len(dataset)} videos repeat"
+        if unreadable:
+            what += f"; {unreadable} unreadable (zeros)"
+    else:
+        gen = torch.Generator().manual_seed(cfg.RNG_SEED)
+        frames = torch.randint(0, 256, (needed, t, 3, size, size), dtype=torch.uint8, generator=gen)
+        n_valid = torch.full((needed,), t, dtype=torch.long)
+        what = "random uint8 frames"
+    frames, n_valid = frames.to(device), n_valid.to(device)
+    return list(zip(frames.split(batch_size), n_valid.split(batch_size))), what
+
+
+def _build(cfg, model: str, num_classes: int, device: torch.device, channels_last: bool) -> S2DNet:
+    torch.manual_seed(cfg.RNG_SEED)
+    net = S2DNet(_model_cfg(cfg, model), num_classes)
+    net.set_stage("sampling")
+    return to_device(net, device, channels_last).eval()
+
+
+class _Runner:
+    """One model in one mode: its module (compiled or not) and the autocast it runs under."""
+
+    def __init__(self, module, device: torch.device, amp: str):
+        self.module, self.device, self.amp = module, device, amp
+
+    def __call__(self, batches, check: bool = False) -> None:
+        with torch.no_grad(), autocast(self.device, self.amp):
+            for frames, n_valid in batches:
+                out = self.module(frames, n_valid)
+                if check and not bool(torch.isfinite(out["log_prob"]).any()):
+                    raise RuntimeError("the model's log_prob is not finite anywhere")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _split(items: Iterable[str] | str) -> list[str]:
+    if isinstance(items, str):
+        items = items.split(",")
+    return [item.strip() for item in items if item.strip()]
+
+
+def check_args(cfg, batch_size, batches, repeats, modes, models, inputs) -> tuple[list[str], list[str], dict]:
+    """The modes and models as lists, and each mode parsed; ValueError on anything unknown,
+    before anything slow."""
+    modes, models = _split(modes), _split(models)
+    if not modes or not models:
+        raise ValueError("name at least one mode and one model")
+    specs = {mode: parse_mode(mode) for mode in modes}
+    for model in models:
+        _model_cfg(cfg, model)
+    if len(set(modes)) != len(modes) or len(set(models)) != len(models):
+        raise ValueError("a mode or model is named twice")
+    if batch_size < 1 or batches < 1 or repeats < 1:
+        raise ValueError("batch size, batches and repeats must be at least 1")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}; got {inputs!r}")
+    return modes, models, specs
+
+
+def bench_eval(
+    cfg,
+    *,
+    batch_size: int = 4,
+    batches: int = 3,
+    repeats: int = 3,
+    modes: Iterable[str] = DEFAULT_MODES,
+    models: Iterable[str] = DEFAULT_MODELS,
+    json_path: str | None = None,
+    device: str = "auto",
+    inputs: str = "auto",
+) -> dict:
+    """Videos/s of each model in each mode on the same inputs, with GFLOPs per video and the
+    ratios of S2DNet to every TSM row; prints a table, returns (and optionally writes as JSON)
+    the result. `inputs`: `random`, `dataset` (the validation list of DATA.DATASET, generating
+    the built-in dataset if need be) or `auto` (the dataset if it is on disk, else random)."""
+    modes, models, specs = check_args(cfg, batch_size, batches, repeats, modes, models, inputs)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    num_classes, classes_from = resolve_num_classes(cfg)
+    started = _clock["start"] = time.perf_counter()
+    _progress(f"{len(models)} models x {len(modes)} modes on {device_name(dev)}")
+
+    data, inputs_what = _input_batches(cfg, batch_size, batches, inputs, dev)
+    gflops = _gflops(cfg, models, num_classes)
+
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    # Every model is an S2DNet: its forward's compilations share one recompile limit, past which
+    # Dynamo would silently run eager. Room for all of them, and an error rather than a fallback.
+    saved = (inductor_config.freezing, dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit)
+    n_compiled = sum(spec["compiled"] for spec in specs.values()) * len(models)
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, n_compiled + 8)
+    dynamo_config.fail_on_recompile_limit_hit = True
+    runners: dict[tuple[str, str], _Runner] = {}
+    compile_seconds: dict[str, dict[str, float]] = {model: {} for model in models}
+    try:
+        for model in models:
+            base: dict[bool, S2DNet] = {}
+            for mode, spec in specs.items():
+                cl = spec["channels_last"]
+                if cl not in base:
+                    base[cl] = _build(cfg, model, num_classes, dev, cl)
+                module = base[cl]
+                if spec["compiled"]:
+                    # A module of its own per compiled mode: one compilation each, and the
+                    # eager modes keep running the plain module.
+                    module = compile_model(module, True, cfg.TEST.COMPILE_MODE, training=False)
+                runners[model, mode] = _Runner(module, dev, spec["amp"])
+                what = "compiling and warming up" if spec["compiled"] else "warming up"
+                _progress(f"{model} {mode}: {what}")
+                _sync(dev)
+                start = time.perf_counter()
+                runners[model, mode](data, check=True)
+                _sync(dev)
+                if spec["compiled"]:
+                    compile_seconds[model][mode] = round(time.perf_counter() - start, 1)
+                    _progress(f"{model} {mode}: compiled in {compile_seconds[model][mode]:.0f} s")
+
+        pairs = list(runners)
+        runs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+        videos = batch_size * batches
+        for r in range(repeats):
+            order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
+            for pair in order:
+                _sync(dev)
+                start = time.perf_counter()
+                runners[pair](data)
+                _sync(dev)
+                runs[pair].append(videos / (time.perf_counter() - start))
+            _progress(f"repeat {r + 1}/{repeats} done")
+    finally:
+        # compile_model turned freezing on for CPU inference; the compilations are done.
+        inductor_config.freezing, dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit = saved
+
+    rows = []
+    for model in models:
+        model_cfg = _model_cfg(cfg, model)
+        rows.append({
+            "model": model,
+            "name": _model_name(model_cfg, model),
+            "gflops": gflops[model],
+            "videos_per_s": {mode: _median(runs[model, mode]) for mode in modes},
+            "best_videos_per_s": {mode: max(runs[model, mode]) for mode in modes},
+            "runs": {mode: runs[model, mode] for mode in modes},
+        })
+    ratios = _ratios(rows, modes)
+    result = {
+        "device": device_name(dev),
+        "torch": torch.__version__,
+        "inputs": inputs_what,
+        "num_classes": num_classes,
+        "classes_from": classes_from,
+        "batch_size": batch_size,
+        "batches": batches,
+        "repeats": repeats,
+        "candidates": [cfg.DATA.NUM_CANDIDATES, 3, cfg.DATA.CROP_SIZE, cfg.DATA.CROP_SIZE],
+        "modes": modes,
+        "rows": rows,
+        "ratios": ratios,
+        "compile_seconds": compile_seconds,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(format_table(result))
+    if json_path is not None:
+        from s2d_fast.engine.evaluate import write_json
+
+        write_json(result, json_path)
+    return result
+
+
+def _ratios(rows: list[dict], modes: list[str]) -> list[dict]:
+    """S2DNet against each TSM row: how many times fewer GFLOPs, how many times more videos/s,
+    and the second over the first (1.0: throughput follows the flop count exactly)."""
+    s2d = next((row for row in rows if row["model"] == "s2dnet"), None)
+    if s2d is None:
+        return []
+    out = []
+    for row in rows:
+        if row is s2d:
+            continue
+        expected = row["gflops"] / s2d["gflops"]
+        measured = {mode: s2d["videos_per_s"][mode] / row["videos_per_s"][mode] for mode in modes}
+        out.append({
+            "against": row["model"],
+            "against_name": row["name"],
+            "gflops_ratio": expected,
+            "videos_per_s_ratio": measured,
+            "measured_over_gflops": {mode: measured[mode] / expected for mode in modes},
+        })
+    return out
+
+
+def format_table(result: dict) -> str:
+    modes = result["modes"]
+    width = max([len(row["name"]) for row in result["rows"]] + [len("model")])
+    col = max([len(mode) for mode in modes] + [9])
+    lines = [
+        f"end-to-end evaluation throughput on {result['device']}, torch {result['torch']}",
+        f"input: {result['batches']} batches of {result['batch_size']} x "
+        f"{'x'.join(map(str, result['candidates']))} uint8 candidates ({result['inputs']}); "
+        f"{result['num_classes']} classes ({result['classes_from']})",
+        f"videos/s: median of {result['repeats']} interleaved repeats",
+        "",
+        f"{'model':<{width}}  {'GFLOPs/video':>12}  " + "  ".join(f"{mode:>{col}}" for mode in modes),
+        "-" * (width + 14 + (col + 2) * len(modes)),
+    ]
+    for row in result["rows"]:
+        lines.append(f"{row['name']:<{width}}  {row['gflops']:>12.2f}  "
+                     + "  ".join(f"{row['videos_per_s'][mode]:>{col}.3f}" for mode in modes))
+    for ratio in result["ratios"]:
+        label = f"S2DNet vs {ratio['against_name']}"
+        lines += [
+            "",
+            f"{label:<{width}}  {'GFLOPs':>12}  " + "  ".join(f"{mode:>{col}}" for mode in modes),
+            f"{'  GFLOPs ratio (TSM / S2DNet)':<{width}}  {ratio['gflops_ratio']:>12.2f}",
+            f"{'  videos/s ratio (S2DNet / TSM)':<{width}}  {'':>12}  "
+            + "  ".join(f"{ratio['videos_per_s_ratio'][mode]:>{col}.2f}" for mode in modes),
+            f"{'  videos/s ratio / GFLOPs ratio':<{width}}  {'':>12}  "
+            + "  ".join(f"{ratio['measured_over_gflops'][mode]:>{col}.2f}" for mode in modes),
+        ]
+    spread = max(max(runs) / min(runs) for row in result["rows"] for runs in row["runs"].values())
+    if spread > 1.25:
+        lines += ["", f"noisy: the repeats of a row differ by up to {spread:.1f}x (other load on the machine?); "
+                      "the JSON holds every repeat and the best of each row"]
+    compiled = {model: s for model, s in result["compile_seconds"].items() if s}
+    if compiled:
+        lines.append("")
+        lines.append("compile + first pass (s): " + "; ".join(
+            f"{model} " + ", ".join(f"{mode} {s:.0f}" for mode, s in per.items()) for model, per in compiled.items()
+        ))
+    lines.append(f"total {result['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+@click.option("--batch-size", default=4, show_default=True, help="Videos per batch.")
+@click.option("--batches", default=3, show_default=True, help="Batches per timed pass (the same ones every pass).")
+@click.option("--repeats", default=3, show_default=True, help="Timed passes per model and mode; medians are reported.")
+@click.option("--modes", default=",".join(DEFAULT_MODES), show_default=True,
+              help="Comma-separated {eager|compiled}-{fp32|bf16|fp16}[-cl] (-cl: channels_last).")
+@click.option("--models", default=",".join(DEFAULT_MODELS), show_default=True,
+              help="Comma-separated: s2dnet (the configured model) and tsmN (TSM-DNET.ARCH on N uniform frames).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--inputs", type=click.Choice(INPUTS), default="auto", show_default=True,
+              help="random frames, the validation videos of DATA.DATASET, or auto (the dataset if on disk).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_eval_command(config_file, json_path, batch_size, batches, repeats, modes, models, device, inputs, args):
+    """End-to-end evaluation videos/s of S2DNet and of TSM on uniform frames, same input.
+
+    \b
+    Every model reads the same uint8 candidate batches (DATA.NUM_CANDIDATES at DATA.CROP_SIZE):
+    S2DNet as configured (sampling stage, random weights, inference fast path) and TSM on
+    DNET.ARCH with N uniform frames (tsm8, tsm16: K and 2K at paper scale). Prints GFLOPs per
+    video, videos/s per mode and S2DNet's GFLOPs and videos/s ratios to each TSM row.
+    Compiling ResNet-50 with weight freezing takes minutes on a few CPU cores.
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
+    """
+    from s2d_fast.cli import _load, _run  # here, not at import: the CLI imports this module
+
+    def go():
+        cfg = _load(config_file, args)
+        try:
+            check_args(cfg, batch_size, batches, repeats, modes, models, inputs)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
+        bench_eval(cfg, batch_size=batch_size, batches=batches, repeats=repeats, modes=modes,
+                   models=models, json_path=json_path, device=device, inputs=inputs)
+        if json_path:
+            click.echo(f"wrote {json_path}")
+
+    _run(go)
+
+
+if __name__ == "__main__":
+    bench_eval_command()
