@@ -9,7 +9,6 @@ from s2d_fast.models.sampler import (
     temporal_positions,
     temporal_weights,
     uniform_indices,
-    uniform_positions,
 )
 
 SMALL = [
@@ -102,6 +101,12 @@ def test_uniform_baseline_is_plain_tsm():
 def test_uniform_indices_are_tsn_segment_centres():
     idx = uniform_indices(torch.tensor([16, 3, 1]), 4)
     assert idx.tolist() == [[2, 6, 10, 14], [0, 1, 1, 2], [0, 0, 0, 0]]
+
+
+def uniform_positions(n_valid: torch.Tensor, k: int) -> torch.Tensor:
+    """The k segment centres `(j + 1/2) n / k - 1/2`, in continuous candidate positions."""
+    j = torch.arange(k, dtype=torch.float32)
+    return (j + 0.5) * n_valid.to(torch.float32).unsqueeze(1) / k - 0.5
 
 
 def test_identity_at_start_is_uniform_frames_of_the_whole_image():

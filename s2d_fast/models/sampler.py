@@ -30,13 +30,6 @@ MAX_LOG_STRIDE = 4.0
 LOG_SIGMA_RANGE = (-2.0, 1.0)
 
 
-def uniform_positions(n_valid: torch.Tensor, k: int) -> torch.Tensor:
-    """`(B,)` valid frame counts to `(B, k)` continuous positions of the k segment centres."""
-    j = torch.arange(k, device=n_valid.device, dtype=torch.float32)
-    n = n_valid.to(torch.float32).unsqueeze(1)
-    return (j + 0.5) * n / k - 0.5
-
-
 def uniform_indices(n_valid: torch.Tensor, k: int) -> torch.Tensor:
     """TSN's evaluation frames: the integer centre of each of k equal segments, `(B, k)` int64."""
     j = torch.arange(k, device=n_valid.device, dtype=torch.float64)
