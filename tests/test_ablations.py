@@ -17,6 +17,7 @@ SWITCHES = [
     ("S2D.TEMPORAL_SAMPLING", "False"),
     ("S2D.SPATIAL_SAMPLING", "False"),
     ("S2D.SHARED_THETA", "True"),
+    ("S2D.THETA_POOL", "attention"),
     ("S2D.TEMPORAL_METHOD", "linear"),
     ("S2D.SPATIAL_METHOD", "bilinear"),
     ("S2D.PREDICT_SIGMA", "True"),
@@ -182,3 +183,54 @@ def test_temporal_pool_halves_frames():
 def test_bad_fusion_stage():
     with pytest.raises(ConfigError, match="S2D.FUSION_STAGES: stage 5 does not exist"):
         build_model(small_cfg("S2D.FUSION_STAGES", "[5]"), 10)
+
+
+def test_attention_pool_reads_where_it_attends():
+    """With the attention sharp on one cell, the pooled vector ends with that cell's (t, y, x),
+    and tanh of them is the cell centre's position in [-1, 1]: the sampler's centre units."""
+    from s2d_fast.models.s2dnet import ThetaBody
+
+    torch.manual_seed(0)
+    body = ThetaBody(in_channels=4, channels=8, pool="attention")
+    x = torch.rand(2, 4, 4, 2, 3)
+    with torch.no_grad():
+        y = body.convs(x)
+        # Logits 0 everywhere but +50 at (t=3, y=0, x=2) for video 0 and (t=1, y=1, x=0) for video 1.
+        body.attend.weight.zero_()
+        body.attend.bias.zero_()
+        marks = torch.zeros_like(y[:, :1])
+        marks[0, 0, 3, 0, 2] = marks[1, 0, 1, 1, 0] = 50.0
+        body.attend.register_forward_hook(lambda module, inputs, output: output + marks)
+        pooled = body(x)
+    assert pooled.shape == (2, 8 + 3)
+    where = torch.tanh(pooled[:, -3:])
+    expected = torch.tensor([[0.75, -0.5, 2 / 3], [-0.25, 0.5, -2 / 3]])
+    assert torch.allclose(where, expected, atol=1e-4)
+    assert torch.allclose(pooled[0, :8], y[0, :, 3, 0, 2], atol=1e-4)
+
+
+def test_attention_pool_moves_the_detail_frames_to_the_attended_time():
+    """A time head with unit weight on the attended t puts the detail frames' centre at the
+    attended SNet frame, whichever frame that is: what global average pooling cannot do."""
+    torch.manual_seed(0)
+    cfg = small_cfg("S2D.THETA_POOL", "attention")
+    model = build_model(cfg, num_classes=10).eval()
+    model.set_stage("sampling")
+    frames, n_valid, _ = batch()
+    t_s = cfg.SNET.NUM_FRAMES
+    centres = []
+    for frame in (0, t_s - 1):
+        def pick(module, inputs, output, frame=frame):
+            logits = torch.full_like(output, -50.0)
+            logits[:, :, frame] = 50.0
+            return logits
+        hook = model.theta_time.attend.register_forward_hook(pick)
+        with torch.no_grad():
+            model.time_head.weight.zero_()
+            model.time_head.weight[0, -3] = 1.0  # dt = the attended pre-tanh t
+            out = model(frames, n_valid)
+        hook.remove()
+        centres.append(out["t_center"] / (n_valid.to(out["t_center"].dtype) - 1))
+    # SNet frame j covers the j-th of T_s segments: its centre is at (j + 0.5) / T_s of the video.
+    assert torch.allclose(centres[0], torch.full_like(centres[0], 0.5 / t_s), atol=1e-4)
+    assert torch.allclose(centres[1], torch.full_like(centres[1], 1 - 0.5 / t_s), atol=1e-4)

@@ -155,6 +155,7 @@ _CHOICES = {
     "DATA.ON_BAD_SAMPLE": ("skip", "error"),
     "DATA.FLIP": ("auto", "on", "off"),
     "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
+    "S2D.THETA_POOL": ("avg", "attention"),
     "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
     "S2D.SPATIAL_METHOD": ("gaussian", "bilinear"),
     "S2D.STRIDE_PARAM": ("exp", "bounded"),

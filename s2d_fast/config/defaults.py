@@ -112,6 +112,7 @@ _C.S2D.CONTEXT_DIM = 256  # width of the contextual feature m = f_m([s, g])
 _C.S2D.FUSION_STAGES = [3, 4]  # DNet stages (1-4) that m is fused into after; [] disables
 _C.S2D.TEMPORAL_SAMPLING = True  # f_theta moves the detail frames in time (False: uniform)
 _C.S2D.SPATIAL_SAMPLING = True  # f_theta zooms into each detail frame (False: whole frames)
+_C.S2D.THETA_POOL = "avg"  # f_theta's pooling: avg (global) | attention (also reads where it attends)
 _C.S2D.SHARED_THETA = False  # one conv stack for time and space instead of one each
 _C.S2D.TEMPORAL_METHOD = "gaussian"  # gaussian weights over candidates | linear interpolation
 _C.S2D.SPATIAL_METHOD = "gaussian"  # gaussian filter banks | bilinear (grid_sample)

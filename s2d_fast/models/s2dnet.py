@@ -33,16 +33,47 @@ def synopsis(z_s: torch.Tensor, k: int, target: str) -> tuple[torch.Tensor, torc
     return mask, probs
 
 
-def theta_body(in_channels: int, channels: int) -> nn.Sequential:
-    """f_theta's 3-D conv stack: 1x1x1 then 3x3x3, ReLU, global pool to `(B, channels)`."""
-    return nn.Sequential(
-        nn.Conv3d(in_channels, channels, 1),
-        nn.ReLU(inplace=True),
-        nn.Conv3d(channels, channels, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool3d(1),
-        nn.Flatten(),
-    )
+class ThetaBody(nn.Module):
+    """One of f_theta's stacks: 1x1x1 then 3x3x3 3-D convs with ReLU over `(B, C, T_s, h, w)`,
+    pooled to a vector.
+
+    `avg`: global average pooling, `(B, channels)`. It forgets where things were: convolutions
+    commute with translation, so a head on the pooled vector cannot tell a detail in frame 3
+    from the same detail in frame 5. `attention`: a softmax over the T_s x h x w positions
+    weights both the features and the positions' coordinates, `(B, channels + 3)`; the head
+    reads where the stack attends as `(t, y, x)`, each in the same pre-tanh units as the
+    sampler's centre offsets (`atanh` of the position in [-1, 1]), so a unit weight maps the
+    attended position straight onto the window's centre.
+    """
+
+    def __init__(self, in_channels: int, channels: int, pool: str = "avg"):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv3d(in_channels, channels, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = pool
+        self.out_features = channels + (3 if pool == "attention" else 0)
+        if pool == "attention":
+            self.attend = nn.Conv3d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.convs(x)
+        if self.pool == "avg":
+            return y.mean(dim=(2, 3, 4))
+        attention = torch.softmax(self.attend(y).flatten(1).float(), dim=1).to(y.dtype)  # (B, N)
+        features = torch.einsum("bcn,bn->bc", y.flatten(2), attention)
+        where = attention @ position_grid(y.shape[2:], y.device, y.dtype)  # (B, 3)
+        return torch.cat([features, where], dim=1)
+
+
+def position_grid(shape, device, dtype) -> torch.Tensor:
+    """`(N, 3)` pre-tanh coordinates `atanh(2 (i + 0.5) / n - 1)` of every (t, y, x) cell centre."""
+    axes = [torch.atanh(torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=device, dtype=torch.float32)) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 3).to(dtype)
 
 
 def zero_head(in_features: int, out_features: int) -> nn.Linear:
@@ -117,25 +148,26 @@ class S2DNet(nn.Module):
         logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
         logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
         c_e = self.snet.num_features
-        theta_in, width = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS
+        theta_in, width, pool = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, s2d.THETA_POOL
         sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0
         self.time_outputs = 2 + sigma_outputs
         self.space_outputs = 4 + sigma_outputs
         self.temporal_sampling = s2d.TEMPORAL_SAMPLING
         self.spatial_sampling = s2d.SPATIAL_SAMPLING
         self.shared_theta = s2d.SHARED_THETA
+        pooled = width + (3 if pool == "attention" else 0)
         if self.temporal_sampling or self.spatial_sampling:
             self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
             if self.shared_theta:
-                self.theta_shared = theta_body(theta_in, width)
+                self.theta_shared = ThetaBody(theta_in, width, pool)
             if self.temporal_sampling:
                 if not self.shared_theta:
-                    self.theta_time = theta_body(theta_in, width)
-                self.time_head = zero_head(width, self.time_outputs)
+                    self.theta_time = ThetaBody(theta_in, width, pool)
+                self.time_head = zero_head(pooled, self.time_outputs)
             if self.spatial_sampling:
                 if not self.shared_theta:
-                    self.theta_space = theta_body(theta_in, width)
-                self.space_head = zero_head(width, self.space_outputs * dnet_cfg.NUM_FRAMES)
+                    self.theta_space = ThetaBody(theta_in, width, pool)
+                self.space_head = zero_head(pooled, self.space_outputs * dnet_cfg.NUM_FRAMES)
         self.sampler = DetailSampler(cfg)
         self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
         for stage in s2d.FUSION_STAGES:
