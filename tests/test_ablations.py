@@ -234,3 +234,22 @@ def test_attention_pool_moves_the_detail_frames_to_the_attended_time():
     # SNet frame j covers the j-th of T_s segments: its centre is at (j + 0.5) / T_s of the video.
     assert torch.allclose(centres[0], torch.full_like(centres[0], 0.5 / t_s), atol=1e-4)
     assert torch.allclose(centres[1], torch.full_like(centres[1], 1 - 0.5 / t_s), atol=1e-4)
+
+
+def test_one_warmup_serves_every_sampling_variant():
+    """The sampling stage takes SNet, DNet and f_m from the warmup checkpoint and starts f_theta
+    fresh, so a temporal-only or attention-pooled variant starts from the full model's warmup."""
+    torch.manual_seed(0)
+    warm = build_model(small_cfg(), num_classes=10)
+    state = warm.state_dict()
+    variant = build_model(small_cfg("S2D.SPATIAL_SAMPLING", "False", "S2D.THETA_POOL", "attention"), num_classes=10)
+    variant.load_warmup(state)
+    mine = variant.state_dict()
+    for name, value in state.items():
+        if name.startswith(("snet.", "dnet.", "context.", "fusion.", "classifier.")):
+            assert torch.equal(mine[name], value), name
+    assert not hasattr(variant, "space_head")
+    assert torch.count_nonzero(variant.time_head.weight) == 0  # fresh: the identity
+    other = build_model(small_cfg("S2D.CONTEXT_DIM", "8"), num_classes=10)
+    with pytest.raises(ConfigError, match="warmup checkpoint does not fit this model.*context"):
+        other.load_warmup(state)

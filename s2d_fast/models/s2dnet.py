@@ -260,6 +260,24 @@ class S2DNet(nn.Module):
             heads.append("classifier.")
         return tuple(heads)
 
+    def load_warmup(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Start the sampling stage from a warmup checkpoint: SNet, DNet and f_m from it, f_theta
+        fresh. Warmup never trains f_theta (its heads are still zero there), so one warmup serves
+        every sampling variant, also those whose f_theta differs (an axis switched off, another
+        pooling); any other difference is an error."""
+        mine = {k: v for k, v in self.state_dict().items() if not k.startswith(_SAMPLER_PARTS)}
+        theirs = {k: v for k, v in state_dict.items() if not k.startswith(_SAMPLER_PARTS)}
+        problems = [f"missing {k}" for k in mine if k not in theirs]
+        problems += [f"unexpected {k}" for k in theirs if k not in mine]
+        problems += [f"{k} has shape {tuple(v.shape)}, the model {tuple(mine[k].shape)}"
+                     for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
+        if problems:
+            raise ConfigError(
+                f"the warmup checkpoint does not fit this model ({'; '.join(problems[:4])}): the sampling "
+                "stage needs the warmup's SNET, DNET, DATA.NUM_CLASS and S2D.CONTEXT_DIM / FUSION_STAGES"
+            )
+        self.load_state_dict(theirs, strict=False)
+
     def sampler_parameters(self) -> list[nn.Parameter]:
         """f_theta: what only the sampling stage trains."""
         return [p for n, p in self.named_parameters() if n.startswith(_SAMPLER_PARTS)]
