@@ -78,35 +78,47 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
 
 
 @click.command()
-@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False), help="Kinetics root.")
-@click.option("--kinetics-train", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Official Kinetics-400 training CSV.")
-@click.option("--kinetics-val", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Official Kinetics-400 validation CSV.")
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Kinetics root: the videos or frame folders, at any depth, named <youtube_id> or "
+                   "<youtube_id>_<start:06d>_<end:06d>.")
 @click.option("--split-train", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="AR-Net's Mini-Kinetics training split: one YouTube id per line.")
+              help="Training split: AR-Net's mini_train_videofolder.txt "
+                   "(`images/train/<class>/<id>_<start>_<end> <num_frames> <label>` per line), "
+                   "or a list of one YouTube id per line (Mini-Kinetics-200's train_ytid_list.txt).")
 @click.option("--split-val", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="AR-Net's Mini-Kinetics validation split.")
+              help="Validation split: AR-Net's mini_val_videofolder.txt, or val_ytid_list.txt.")
+@click.option("--kinetics-train", type=click.Path(exists=True, dir_okay=False),
+              help="Official Kinetics-400 training CSV: gives the classes of a plain YouTube-id list.")
+@click.option("--kinetics-val", type=click.Path(exists=True, dir_okay=False),
+              help="Official Kinetics-400 validation CSV, likewise.")
 @click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame names, to count frames.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write the lists.")
-def prepare_mini_kinetics(root, kinetics_train, kinetics_val, split_train, split_val, template, out_dir):
-    """Mini-Kinetics (200 classes): the Kinetics videos AR-Net's split files name, relabelled
-    0-199 in the sorted order of their class names."""
-    root, out = Path(root), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    skipped: Counter = Counter()
-    ids = [P.split_ids(Path(p)) for p in (split_train, split_val)]
-    train_rows, _ = P.kinetics_rows(Path(kinetics_train), root, None)
-    val_rows, _ = P.kinetics_rows(Path(kinetics_val), root, None)
-    rows = [P.filter_rows(r, i) for r, i in ((train_rows, ids[0]), (val_rows, ids[1]))]
-    classes = sorted({P.class_of(rel) for rel, _ in rows[0]})
-    index = {c: i for i, c in enumerate(classes)}
-    written = {}
-    for part, name in zip(rows, ("train.txt", "val.txt")):
-        relabelled = [(rel, index[P.class_of(rel)]) for rel, _ in part if P.class_of(rel) in index]
-        written[name] = P.write_list(relabelled, root, out / name, template, skipped)
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
-    _print_summary("videos", written, skipped)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where to write (default: --root).")
+def prepare_mini_kinetics(root, split_train, split_val, kinetics_train, kinetics_val, template, out_dir):
+    """Mini-Kinetics (200 classes): train.txt and val.txt (`path num_frames label`, paths relative
+    to --root) for the clips the split files name, classes.txt, and mini_kinetics_skipped.txt.
+
+    Labels are AR-Net's, as its split files give them: the class names numbered 0-199 in sorted
+    order (the same order is used for plain YouTube-id lists). Clips are found by YouTube id
+    anywhere under --root; frames are counted anew. Entries with no video or frame folder, no
+    frames, a repeat, or (plain lists) an id missing from the CSVs are left out and summarised.
+    """
+    root = Path(root)
+    out = Path(out_dir or root)
+    csvs = [Path(p) for p in (kinetics_train, kinetics_val) if p]
+    try:
+        summary = P.mini_kinetics_lists(root, [(split_train, "train.txt"), (split_val, "val.txt")], out,
+                                        csvs=csvs, template=template)
+    except P.SplitFileError as err:
+        raise click.ClickException(str(err)) from None
+    for name, split in zip(("train.txt", "val.txt"), (split_train, split_val)):
+        click.echo(f"{name}: {summary['written'][name]} of the {summary['entries'][name]} videos in "
+                   f"{split} ({summary['formats'][name]})")
+        for reason, count in sorted(summary["skipped"][name].items()):
+            click.echo(f"  skipped {count}: {reason}")
+    classes = len(summary["classes"])
+    click.echo(f"classes.txt: {classes} classes" + ("" if classes == 200 else " (Mini-Kinetics has 200)"))
+    if any(summary["skipped"].values()):
+        click.echo(f"skipped entries, one per line: {out / P.SKIPPED_FILE}")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
