@@ -263,6 +263,7 @@ def bench_kernels_command(device, repeats, quick, json_path):
 def _register_commands() -> None:
     """Commands that live beside the code they drive: the data layer's and the benchmarks'."""
     from s2d_fast.bench.eval import bench_eval_command
+    from s2d_fast.bench.proof import bench_proof_command
     from s2d_fast.data.commands import bench_data, prepare_frames, prepare_lists, prepare_mini_kinetics
 
     prepare.add_command(prepare_frames, "frames")
@@ -270,6 +271,7 @@ def _register_commands() -> None:
     prepare.add_command(prepare_mini_kinetics, "mini-kinetics")
     bench.add_command(bench_data, "data")
     bench.add_command(bench_eval_command, "eval")
+    bench.add_command(bench_proof_command, "proof")
 
 
 _register_commands()

@@ -142,10 +142,11 @@ class Trainer:
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
         start = _start_checkpoint(cfg)
         state = load_checkpoint(start) if start is not None else None
-        if state is not None and state["stage"] == "warmup" and self.stage == "sampling":
-            self.model.load_warmup(state["model"])
-        elif state is not None:
-            self.model.load_state_dict(state["model"])
+        if state is not None:
+            if state["stage"] == "warmup" and self.stage == "sampling":
+                self.model.load_warmup(state["model"])
+            else:
+                self.model.load_state_dict(state["model"])
             logger.info("loaded %s (stage %s, epoch %d)", start, state["stage"], state["epoch"])
         to_device(self.model, self.device, cfg.TRAIN.CHANNELS_LAST)
         if cfg.TRAIN.SYNC_BN and ctx.distributed:

@@ -1,0 +1,198 @@
+"""The proof: S2DNet against the uniform baseline on the built-in details task, same detail budget.
+
+For each seed, the built-in dataset is generated with that seed (`SYNTHETIC.SEED`, also the
+training seed `RNG_SEED`), then the recipes in `configs/synthetic/` train and are evaluated on
+its validation videos:
+
+- `uniform`: plain TSM on K uniform whole frames (`S2D.DETAIL_SAMPLING False`), trained for as
+  many epochs as S2DNet's two stages together;
+- `s2dnet-warmup`: S2DNet's first stage, the sampler at the identity;
+- `s2dnet`: the sampling stage, from that warmup;
+- `temporal-only` and `spatial-only`: the sampling stage with one axis of f_theta switched off,
+  from the same warmup (warmup never trains f_theta, so the three share it).
+
+Every recipe has the same DNet backbone, K, detail input size and number of training epochs
+(warmup + sampling for the S2DNet rows). The table reports the last epoch's validation top-1 and
+mAP (never the best epoch's), GFLOPs per video (fvcore) and training minutes (for a sampling
+row, its warmup's minutes included). A recipe whose result is already in the output folder is
+not trained again, so an interrupted proof continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from s2d_fast.config import load_config
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "synthetic"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: str  # file in configs/synthetic/
+    what: str
+    start: str | None = None  # the recipe whose checkpoint this one starts from
+
+
+RECIPES = (
+    Recipe("uniform", "uniform.yaml", "TSM on K uniform whole frames"),
+    Recipe("s2dnet-warmup", "train_warmup.yaml", "S2DNet warmup (sampler at the identity)"),
+    Recipe("s2dnet", "train_sampling.yaml", "S2DNet, warmup then sampling", start="s2dnet-warmup"),
+    Recipe("temporal-only", "temporal_only.yaml", "sampling in time only", start="s2dnet-warmup"),
+    Recipe("spatial-only", "spatial_only.yaml", "sampling in space only", start="s2dnet-warmup"),
+)
+_clock = {"start": time.perf_counter()}
+
+
+def _progress(message: str) -> None:
+    minutes = (time.perf_counter() - _clock["start"]) / 60
+    print(f"[proof {minutes:6.1f} min] {message}", file=sys.stderr, flush=True)
+
+
+def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], config_dir: Path = CONFIG_DIR):
+    """The config of one recipe and seed: its YAML, then the seed and output folder, then the
+    caller's KEY VALUE pairs (applied to every recipe alike)."""
+    pairs = ["SYNTHETIC.SEED", str(seed), "RNG_SEED", str(seed), "OUTPUT_DIR", str(out_dir / f"seed{seed}" / recipe.name)]
+    if recipe.start is not None:
+        start = out_dir / f"seed{seed}" / recipe.start / "checkpoints" / "warmup-last.pt"
+        pairs += ["TRAIN.RESUME", str(start)]
+    return load_config(str(config_dir / recipe.config), pairs + list(overrides))
+
+
+def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], done: dict) -> dict:
+    """Train and evaluate one recipe for one seed (or read its earlier result)."""
+    result_path = out_dir / f"seed{seed}" / recipe.name / "result.json"
+    if result_path.is_file():
+        _progress(f"seed {seed}: {recipe.name} done before, reading {result_path}")
+        return json.loads(result_path.read_text())
+    from s2d_fast.engine.trainer import train
+    from s2d_fast.models.flops import flops_report
+
+    cfg = recipe_config(recipe, seed, out_dir, overrides)
+    _progress(f"seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
+    trained = train(cfg)
+    if trained is None or trained.get("stopped"):
+        raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
+    metrics = trained["metrics"]
+    report = flops_report(cfg)
+    minutes = trained["train_seconds"] / 60 + (done[recipe.start]["train_minutes"] if recipe.start else 0.0)
+    epochs = cfg.TRAIN.EPOCHS + (done[recipe.start]["epochs"] if recipe.start else 0)
+    result = {
+        "recipe": recipe.name, "seed": seed, "config": f"configs/synthetic/{recipe.config}",
+        "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
+        "gflops_per_video": (report["total"] or report["baselines"][0])["gflops"],
+        "train_minutes": minutes, "epochs": epochs, "num_videos": metrics["num_videos"],
+    }
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    _progress(f"seed {seed}: {recipe.name} top1 {result['top1']:.2f}  mAP {result['mAP']:.2f}  "
+              f"({minutes:.1f} min of training)")
+    return result
+
+
+def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> dict:
+    rows = []
+    for recipe in recipes:
+        mine = [r for r in results if r["recipe"] == recipe.name]
+        rows.append({
+            "recipe": recipe.name, "what": recipe.what, "config": f"configs/synthetic/{recipe.config}",
+            "top1_mean": statistics.fmean(r["top1"] for r in mine),
+            "top1_per_seed": [r["top1"] for r in mine],
+            "mAP_mean": statistics.fmean(r["mAP"] for r in mine),
+            "gflops_per_video": mine[0]["gflops_per_video"],
+            "train_minutes_mean": statistics.fmean(r["train_minutes"] for r in mine),
+            "epochs": mine[0]["epochs"],
+        })
+    by_name = {row["recipe"]: row for row in rows}
+    summary = {"seeds": seeds, "rows": rows, "runs": results}
+    if "s2dnet" in by_name and "uniform" in by_name:
+        summary["s2dnet_minus_uniform_top1"] = by_name["s2dnet"]["top1_mean"] - by_name["uniform"]["top1_mean"]
+    return summary
+
+
+def format_markdown(summary: dict) -> str:
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    lines = [
+        f"| recipe | what | top-1 (mean) | top-1 per seed ({seeds}) | mAP (mean) | GFLOPs/video | epochs | train min (mean) |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in summary["rows"]:
+        per_seed = ", ".join(f"{v:.1f}" for v in row["top1_per_seed"])
+        lines.append(
+            f"| {row['recipe']} | {row['what']} | {row['top1_mean']:.2f} | {per_seed} | {row['mAP_mean']:.2f} "
+            f"| {row['gflops_per_video']:.3f} | {row['epochs']} | {row['train_minutes_mean']:.1f} |"
+        )
+    if "s2dnet_minus_uniform_top1" in summary:
+        lines += ["", f"S2DNet minus the uniform baseline: {summary['s2dnet_minus_uniform_top1']:+.2f} top-1 points "
+                      f"(mean of seeds {seeds})."]
+    return "\n".join(lines) + "\n"
+
+
+def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recipes: list[str] | None = None) -> dict:
+    """Every recipe for every seed, in order (a sampling recipe after its warmup); returns the summary."""
+    names = [r.name for r in RECIPES]
+    chosen = list(RECIPES) if not recipes else []
+    for name in recipes or []:
+        if name not in names:
+            raise click.UsageError(f"unknown recipe {name!r}; recipes: {', '.join(names)}")
+        recipe = RECIPES[names.index(name)]
+        if recipe.start and recipe.start not in recipes:
+            raise click.UsageError(f"recipe {name} starts from {recipe.start}: list both")
+        chosen.append(recipe)
+    chosen.sort(key=lambda r: names.index(r.name))
+    out = Path(out_dir)
+    for recipe in chosen:  # fail on a bad override before hours of training, not after
+        recipe_config(recipe, seeds[0], out, overrides)
+    results = []
+    for seed in seeds:
+        done: dict[str, dict] = {}
+        for recipe in chosen:
+            done[recipe.name] = run_recipe(recipe, seed, out, overrides, done)
+            results.append(done[recipe.name])
+    return summarise(results, chosen, seeds)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--seeds", default="0,1", show_default=True, help="Dataset and training seeds, comma-separated.")
+@click.option("--out", "out_dir", default="runs/proof", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for every run's checkpoints, logs and results (a rerun continues in it).")
+@click.option("--recipes", help=f"Comma-separated subset of: {', '.join(r.name for r in RECIPES)}.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the table as JSON (default OUT/proof.json).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Write the table as Markdown (default OUT/proof.md).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_proof_command(seeds, out_dir, recipes, json_path, markdown_path, args):
+    """Train and evaluate the built-in dataset's recipes for each seed: S2DNet against the uniform
+    baseline and the temporal-only and spatial-only ablations, with the same detail budget.
+
+    ARGS: KEY VALUE pairs applied to every recipe (e.g. DATA.CACHE_DIR /data/cache).
+    """
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise click.UsageError(f"--seeds takes comma-separated integers; got {seeds!r}") from None
+    if not seed_list:
+        raise click.UsageError("--seeds is empty")
+    if len(args) % 2:
+        raise click.UsageError(f"KEY VALUE pairs come in pairs; {args[-1]!r} has no value")
+    from s2d_fast.cli import _run
+
+    chosen = [r.strip() for r in recipes.split(",")] if recipes else None
+    summary = _run(lambda: run_proof(seed_list, out_dir, list(args), chosen))
+    table = format_markdown(summary)
+    click.echo(table)
+    json_file = Path(json_path or Path(out_dir) / "proof.json")
+    md_file = Path(markdown_path or Path(out_dir) / "proof.md")
+    json_file.parent.mkdir(parents=True, exist_ok=True)
+    json_file.write_text(json.dumps(summary, indent=2) + "\n")
+    md_file.parent.mkdir(parents=True, exist_ok=True)
+    md_file.write_text(table)
+    click.echo(f"wrote {json_file} and {md_file}")

@@ -1,0 +1,86 @@
+"""`bench proof` on the tiny dataset: every recipe trains with its own config, the sampling rows
+start from their warmup, the table adds up, and a rerun continues instead of training again."""
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from s2d_fast.bench import proof
+from s2d_fast.config import ConfigError
+
+from conftest import tiny_run
+
+
+def _overrides(root):
+    pairs = tiny_run(root, "unused")
+    cut = pairs.index("OUTPUT_DIR")
+    return pairs[:cut] + pairs[cut + 2:]
+
+
+def test_recipes_differ_only_where_they_should():
+    cfgs = {r.name: proof.recipe_config(r, 1, proof.Path("/tmp/out"), []) for r in proof.RECIPES}
+    for cfg in cfgs.values():
+        assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE) == (
+            cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE)
+        assert cfg.SYNTHETIC.SEED == cfg.RNG_SEED == 1
+    assert not cfgs["uniform"].S2D.DETAIL_SAMPLING
+    # The baseline trains as long as S2DNet's two stages together.
+    assert cfgs["uniform"].TRAIN.EPOCHS == cfgs["s2dnet-warmup"].TRAIN.EPOCHS + cfgs["s2dnet"].TRAIN.EPOCHS
+    assert cfgs["s2dnet"].TRAIN.STAGE == "sampling"
+    assert cfgs["s2dnet"].TRAIN.RESUME == "/tmp/out/seed1/s2dnet-warmup/checkpoints/warmup-last.pt"
+    assert not cfgs["temporal-only"].S2D.SPATIAL_SAMPLING and cfgs["temporal-only"].S2D.TEMPORAL_SAMPLING
+    assert not cfgs["spatial-only"].S2D.TEMPORAL_SAMPLING and cfgs["spatial-only"].S2D.SPATIAL_SAMPLING
+    for name in ("temporal-only", "spatial-only"):
+        assert cfgs[name].TRAIN.EPOCHS == cfgs["s2dnet"].TRAIN.EPOCHS
+
+
+def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "proof"
+    summary = proof.run_proof([0], out, _overrides(tiny_dataset))
+    assert [row["recipe"] for row in summary["rows"]] == [r.name for r in proof.RECIPES]
+    rows = {row["recipe"]: row for row in summary["rows"]}
+    runs = {r["recipe"]: r for r in summary["runs"]}
+    for name, row in rows.items():
+        assert 0 <= row["top1_mean"] <= 100 and row["top1_per_seed"] == [runs[name]["top1"]]
+        assert row["gflops_per_video"] > 0
+        assert (out / "seed0" / name / "result.json").is_file()
+    # Every override said TRAIN.EPOCHS 1: a sampling row counts its warmup's epoch and minutes.
+    assert rows["uniform"]["epochs"] == rows["s2dnet-warmup"]["epochs"] == 1
+    assert rows["s2dnet"]["epochs"] == 2
+    assert runs["s2dnet"]["train_minutes"] > runs["s2dnet-warmup"]["train_minutes"]
+    # S2DNet costs more than the uniform baseline's DNet alone; the sampling rows start from the warmup.
+    assert rows["s2dnet"]["gflops_per_video"] > rows["uniform"]["gflops_per_video"]
+    warmup = out / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
+    for name in ("s2dnet", "temporal-only", "spatial-only"):
+        assert f"loaded {warmup}" in (out / "seed0" / name / "log_sampling.txt").read_text()
+    assert summary["s2dnet_minus_uniform_top1"] == pytest.approx(rows["s2dnet"]["top1_mean"] - rows["uniform"]["top1_mean"])
+
+    # A second run reads the results instead of training, and writes the same table.
+    def no_training(cfg):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
+    result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), *_overrides(tiny_dataset)])
+    assert result.exit_code == 0, result.output
+    assert "| s2dnet | S2DNet, warmup then sampling |" in result.output
+    assert "S2DNet minus the uniform baseline" in result.output
+    written = json.loads((out / "proof.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(summary["rows"]))
+    assert (out / "proof.md").read_text() == proof.format_markdown(summary)
+
+
+def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
+    def no_training(cfg):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
+    with pytest.raises(click.UsageError, match="unknown recipe 'baseline'; recipes: uniform, s2dnet-warmup"):
+        proof.run_proof([0], tmp_path, [], ["baseline"])
+    with pytest.raises(click.UsageError, match="recipe s2dnet starts from s2dnet-warmup: list both"):
+        proof.run_proof([0], tmp_path, [], ["s2dnet"])
+    with pytest.raises(ConfigError, match="TRAIN.EPOCH"):
+        proof.run_proof([0], tmp_path, ["TRAIN.EPOCH", "3"], ["uniform"])
+    result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "zero", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--seeds takes comma-separated integers; got 'zero'" in result.output
