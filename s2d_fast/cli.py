@@ -16,8 +16,9 @@ def _user_errors():
     """The exceptions that are the user's to fix: shown as one message, no traceback."""
     from s2d_fast.data.loader import VideoReadError
     from s2d_fast.engine.checkpoint import CheckpointError
+    from s2d_fast.engine.trainer import NonFiniteLossError
 
-    return (ConfigError, CheckpointError, FileNotFoundError, VideoReadError)
+    return (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, VideoReadError, NonFiniteLossError)
 
 
 def split_positionals(args: tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -94,3 +95,32 @@ def test_malformed_list_row_is_reported_as_file_line(tmp_path, caplog):
     assert [r.path for r in records] == ["a.mp4", "c.mp4"]
     assert any(f"{rows}:2: num_frames and label must be integers" in r.message for r in caplog.records)
     assert any("skipped 1 malformed row(s) of 3" in r.message for r in caplog.records)
+
+
+def test_user_errors_are_one_line_messages(tmp_path, monkeypatch):
+    """Errors that are the user's to fix print as `Error: ...` without a traceback."""
+    from click.testing import CliRunner
+
+    from s2d_fast.cli import main
+    from s2d_fast.config import ConfigError, load_config
+    from s2d_fast.data.loader import choose_backend
+    from s2d_fast.data.transforms import read_label_map
+
+    bad_map = tmp_path / "flip.txt"
+    bad_map.write_text("0 1\n2 three\n")
+    with pytest.raises(ConfigError, match=r"DATA.FLIP_LABEL_MAP .*flip.txt:2: expected two class numbers"):
+        read_label_map(str(bad_map))
+
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if DALI were not installed
+    with pytest.raises(ConfigError, match="DATA.BACKEND dali: NVIDIA DALI is not installed"):
+        choose_backend(load_config(None, ["DATA.BACKEND", "dali"]))
+    assert choose_backend(load_config(None, ["DATA.BACKEND", "auto"])) == "pyav"
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["prepare", "synthetic", "--out", str(tmp_path / "mine"), "--num-train", "1",
+                                       "--num-val", "1"])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "is not a synthetic dataset; not overwriting it" in result.output
+    assert "Traceback" not in result.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

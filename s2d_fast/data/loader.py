@@ -497,13 +497,16 @@ def batch_plan(cfg, split: str, dataset, shuffle, drop_last, distributed) -> tup
 
 def choose_backend(cfg) -> str:
     """DATA.BACKEND, with auto taking DALI where it is installed."""
-    if cfg.DATA.BACKEND != "auto":
-        return cfg.DATA.BACKEND
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
-        return "pyav"
-    return "dali"
+        if cfg.DATA.BACKEND == "dali":
+            raise ConfigError(
+                "DATA.BACKEND dali: NVIDIA DALI is not installed (pip install nvidia-dali-cuda130); "
+                "DATA.BACKEND pyav or auto decodes with PyAV"
+            ) from None
+        return "pyav" if cfg.DATA.BACKEND == "auto" else cfg.DATA.BACKEND
+    return "dali" if cfg.DATA.BACKEND == "auto" else cfg.DATA.BACKEND
 
 
 def build_loader(cfg, split: str, *, shuffle: bool | None = None, drop_last: bool | None = None,

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s2d_fast.config import ConfigError
+
 # TSM's GroupMultiScaleCrop: crop sides as fractions of the short side, neighbouring scales may
 # pair up for width and height (max_distort 1), offsets on a 5x5 grid's 13 fixed points.
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -114,6 +116,8 @@ def read_label_map(path: str) -> dict[int, int]:
             try:
                 a, b = (int(v) for v in fields)
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: expected two class numbers `a b`, got {line.strip()!r}") from None
+                raise ConfigError(
+                    f"DATA.FLIP_LABEL_MAP {path}:{lineno}: expected two class numbers `a b`, got {line.strip()!r}"
+                ) from None
             mapping[a], mapping[b] = b, a
     return mapping
