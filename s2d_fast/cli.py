@@ -195,7 +195,7 @@ def synthetic(out_dir, num_train, num_val, seed, fmt):
     """Write the built-in details dataset: encoded videos and TSN list files.
 
     Each video hides one small object, visible for a few frames at a random time and place,
-    among moving clutter; its colour gives its group, a fine marking its class.
+    among moving clutter; its colour gives its group, a fine pattern (rows, columns, checks) its class.
     """
     from s2d_fast.data.synthetic import generate_synthetic
 

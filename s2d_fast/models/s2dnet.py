@@ -40,10 +40,10 @@ class ThetaBody(nn.Module):
     `avg`: global average pooling, `(B, channels)`. It forgets where things were: convolutions
     commute with translation, so a head on the pooled vector cannot tell a detail in frame 3
     from the same detail in frame 5. `attention`: a softmax over the T_s x h x w positions
-    weights both the features and the positions' coordinates, `(B, channels + 3)`; the head
-    reads where the stack attends as `(t, y, x)`, each in the same pre-tanh units as the
-    sampler's centre offsets (`atanh` of the position in [-1, 1]), so a unit weight maps the
-    attended position straight onto the window's centre.
+    weights both the features (then scaled to unit length) and the positions' coordinates,
+    `(B, channels + 3)`; the head reads where the stack attends as `(t, y, x)`, each in the
+    same pre-tanh units as the sampler's centre offsets (`atanh` of the position in [-1, 1]),
+    so a unit weight maps the attended position straight onto the window's centre.
     """
 
     def __init__(self, in_channels: int, channels: int, pool: str = "avg"):
@@ -64,7 +64,10 @@ class ThetaBody(nn.Module):
         if self.pool == "avg":
             return y.mean(dim=(2, 3, 4))
         attention = torch.softmax(self.attend(y).flatten(1).float(), dim=1).to(y.dtype)  # (B, N)
-        features = torch.einsum("bcn,bn->bc", y.flatten(2), attention)
+        # Unit length: the head sees the features' direction on the scale of the coordinates.
+        # Raw ReLU features (128 of order one) made one SGD step move the centre by several
+        # times what it moved the coordinates' weights: the sampler wandered and never learned.
+        features = F.normalize(torch.einsum("bcn,bn->bc", y.flatten(2), attention), dim=1)
         where = attention @ position_grid(y.shape[2:], y.device, y.dtype)  # (B, 3)
         return torch.cat([features, where], dim=1)
 
