@@ -14,7 +14,10 @@ its validation videos:
 Every recipe has the same DNet backbone, K, detail input size and number of training epochs
 (warmup + sampling for the S2DNet rows). The table reports the last epoch's validation top-1 and
 mAP (never the best epoch's), GFLOPs per video (fvcore) and training minutes (for a sampling
-row, its warmup's minutes included). A recipe whose result is already in the output folder is
+row, its warmup's minutes included). It also says where the detail frames fell, against where
+the generator put the cue (`where_it_looks`): the share of validation videos with a detail
+frame on one of the cue's frames, the share of those frames whose window holds the cue's
+centre, and the mean zoom. A recipe whose result is already in the output folder is
 not trained again, so an interrupted proof continues where it stopped.
 """
 
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
+import torch
 
 from s2d_fast.config import load_config
 
@@ -67,12 +72,66 @@ def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str]
     return load_config(str(config_dir / recipe.config), pairs + list(overrides))
 
 
+def where_it_looks(cfg, checkpoint: str | Path) -> dict:
+    """On the built-in dataset's validation videos, where the checkpoint's detail frames fall
+    against where the generator put the cue (its frames and boxes are a pure function of the
+    seed): `cue_hit` the share of videos with a detail frame on a cue frame (the frame the
+    largest temporal weight reads), `cue_in_window` the share of those detail frames whose
+    window holds the cue's centre, `zoom` the mean identity stride over the window's stride."""
+    from s2d_fast.data.datasets import resolve_dataset
+    from s2d_fast.data.loader import build_loader
+    from s2d_fast.data.synthetic import read_meta, render_video
+    from s2d_fast.data.transforms import clip_indices
+    from s2d_fast.engine.evaluate import load_for_eval
+    from s2d_fast.models.sampler import uniform_indices
+
+    meta = read_meta(resolve_dataset(cfg).root)
+    seed, size, length = meta["seed"], meta["frame_size"], meta["num_frames"]
+    loader = build_loader(cfg, "val")
+    model, _ = load_for_eval(cfg, checkpoint, torch.device("cpu"))
+    t, k = cfg.DATA.NUM_CANDIDATES, cfg.DNET.NUM_FRAMES
+    scale = cfg.DATA.SCALE_SIZE / size  # the evaluation view: resized, then the centre crop
+    offset = (cfg.DATA.SCALE_SIZE - cfg.DATA.CROP_SIZE) / 2
+    identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
+    hits, inside, zooms = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            out = model(batch["frames"], batch["n_valid"])
+            positions = out.get("t_positions")
+            if positions is None:
+                positions = uniform_indices(batch["n_valid"], k).double()
+            for i, index in enumerate(batch["index"].tolist()):
+                _, _, cue = render_video(seed, "val", index, frame_size=size, num_frames=length)
+                candidate_frames, _ = clip_indices(length, t, 1)
+                frames = candidate_frames[positions[i].round().long().clamp(0, t - 1).numpy()]
+                on = (frames >= cue["start"]) & (frames < cue["start"] + cue["length"])
+                hits.append(bool(on.any()))
+                if "centers" not in out:
+                    continue
+                zooms.append(float((identity / out["strides"][i]).mean()))
+                for j in np.flatnonzero(on):
+                    y, x, side = cue["boxes"][frames[j] - cue["start"]]
+                    cue_xy = torch.tensor([x, y], dtype=torch.float64) * scale + side * scale / 2 - 0.5 - offset
+                    half = out["strides"][i, j].double() * cfg.DNET.INPUT_SIZE / 2
+                    inside.append(bool(((cue_xy - out["centers"][i, j].double()).abs() <= half).all()))
+    return {
+        "cue_hit": float(np.mean(hits)),
+        "cue_in_window": float(np.mean(inside)) if inside else (1.0 if not zooms else 0.0),
+        "zoom": float(np.mean(zooms)) if zooms else 1.0,
+    }
+
+
 def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], done: dict) -> dict:
     """Train and evaluate one recipe for one seed (or read its earlier result)."""
     result_path = out_dir / f"seed{seed}" / recipe.name / "result.json"
     if result_path.is_file():
         _progress(f"seed {seed}: {recipe.name} done before, reading {result_path}")
-        return json.loads(result_path.read_text())
+        result = json.loads(result_path.read_text())
+        if "cue_hit" not in result:  # trained by a version of the proof that did not look
+            cfg = recipe_config(recipe, seed, out_dir, overrides)
+            result.update(where_it_looks(cfg, _last_checkpoint(cfg)))
+            result_path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
     from s2d_fast.engine.trainer import train
     from s2d_fast.models.flops import flops_report
 
@@ -90,12 +149,19 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
         "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
         "gflops_per_video": (report["total"] or report["baselines"][0])["gflops"],
         "train_minutes": minutes, "epochs": epochs, "num_videos": metrics["num_videos"],
+        **where_it_looks(cfg, trained["checkpoint"]),
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     _progress(f"seed {seed}: {recipe.name} top1 {result['top1']:.2f}  mAP {result['mAP']:.2f}  "
               f"({minutes:.1f} min of training)")
     return result
+
+
+def _last_checkpoint(cfg) -> Path:
+    from s2d_fast.engine.runtime import checkpoint_path
+
+    return checkpoint_path(cfg.OUTPUT_DIR, cfg.TRAIN.STAGE, "last")
 
 
 def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> dict:
@@ -109,6 +175,9 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
             "mAP_mean": statistics.fmean(r["mAP"] for r in mine),
             "gflops_per_video": mine[0]["gflops_per_video"],
             "train_minutes_mean": statistics.fmean(r["train_minutes"] for r in mine),
+            "cue_hit_mean": statistics.fmean(r["cue_hit"] for r in mine),
+            "cue_in_window_mean": statistics.fmean(r["cue_in_window"] for r in mine),
+            "zoom_mean": statistics.fmean(r["zoom"] for r in mine),
             "epochs": mine[0]["epochs"],
         })
     by_name = {row["recipe"]: row for row in rows}
@@ -121,14 +190,16 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
 def format_markdown(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = [
-        f"| recipe | what | top-1 (mean) | top-1 per seed ({seeds}) | mAP (mean) | GFLOPs/video | epochs | train min (mean) |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        f"| recipe | what | top-1 (mean) | top-1 per seed ({seeds}) | mAP (mean) | GFLOPs/video | epochs "
+        "| train min (mean) | cue in a detail frame | window holds the cue | zoom |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
         per_seed = ", ".join(f"{v:.1f}" for v in row["top1_per_seed"])
         lines.append(
             f"| {row['recipe']} | {row['what']} | {row['top1_mean']:.2f} | {per_seed} | {row['mAP_mean']:.2f} "
-            f"| {row['gflops_per_video']:.3f} | {row['epochs']} | {row['train_minutes_mean']:.1f} |"
+            f"| {row['gflops_per_video']:.3f} | {row['epochs']} | {row['train_minutes_mean']:.1f} "
+            f"| {100 * row['cue_hit_mean']:.1f}% | {100 * row['cue_in_window_mean']:.1f}% | {row['zoom_mean']:.2f} |"
         )
     if "s2dnet_minus_uniform_top1" in summary:
         lines += ["", f"S2DNet minus the uniform baseline: {summary['s2dnet_minus_uniform_top1']:+.2f} top-1 points "

@@ -4,11 +4,13 @@ start from their warmup, the table adds up, and a rerun continues instead of tra
 import json
 
 import click
+import numpy as np
+import torch
 import pytest
 from click.testing import CliRunner
 
 from s2d_fast.bench import proof
-from s2d_fast.config import ConfigError
+from s2d_fast.config import ConfigError, load_config
 
 from conftest import tiny_run
 
@@ -57,9 +59,18 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         assert f"loaded {warmup}" in (out / "seed0" / name / "log_sampling.txt").read_text()
     assert summary["s2dnet_minus_uniform_top1"] == pytest.approx(rows["s2dnet"]["top1_mean"] - rows["uniform"]["top1_mean"])
 
-    # A second run reads the results instead of training, and writes the same table.
+    for name in ("uniform", "s2dnet-warmup"):
+        assert runs[name]["cue_in_window"] == 1.0 and runs[name]["zoom"] == 1.0  # whole frames
+    assert all(0 <= r["cue_hit"] <= 1 for r in runs.values())
+
+    # A second run reads the results instead of training, and writes the same table; a result
+    # from before the proof measured where the sampler looks gets those figures added.
     def no_training(cfg):
         raise AssertionError("trained again")
+
+    old = out / "seed0" / "s2dnet" / "result.json"
+    older = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("cue_hit", "cue_in_window", "zoom")}
+    old.write_text(json.dumps(older))
 
     monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), *_overrides(tiny_dataset)])
@@ -68,6 +79,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert "S2DNet minus the uniform baseline" in result.output
     written = json.loads((out / "proof.json").read_text())
     assert written["rows"] == json.loads(json.dumps(summary["rows"]))
+    assert json.loads(old.read_text())["cue_hit"] == runs["s2dnet"]["cue_hit"]
     assert (out / "proof.md").read_text() == proof.format_markdown(summary)
 
 
@@ -84,3 +96,45 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
         proof.run_proof([0], tmp_path, ["TRAIN.EPOCH", "3"], ["uniform"])
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "zero", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--seeds takes comma-separated integers; got 'zero'" in result.output
+
+
+def _checkpoint(cfg, path, space_bias=None):
+    from s2d_fast.engine.checkpoint import save_checkpoint
+    from s2d_fast.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, 12)
+    model.set_stage("sampling")
+    if space_bias is not None:
+        with torch.no_grad():
+            model.space_head.bias.copy_(torch.tensor(space_bias).repeat(cfg.DNET.NUM_FRAMES))
+    save_checkpoint({"model": model.state_dict(), "stage": "sampling", "epoch": 1, "num_classes": 12}, path)
+    return path
+
+
+def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
+    """The identity sampler looks where the uniform baseline does, at whole frames that hold the
+    cue; a sampler zoomed 20x into the top-left corner never holds it (the generator keeps the cue
+    an eighth of the side away from the edges)."""
+    from s2d_fast.data.synthetic import render_video
+    from s2d_fast.data.transforms import clip_indices
+    from s2d_fast.models.sampler import uniform_indices
+
+    s2d = load_config(None, _overrides(tiny_dataset) + ["S2D.FAST_PATH", "False"])
+    uniform = load_config(None, _overrides(tiny_dataset) + ["S2D.DETAIL_SAMPLING", "False"])
+    identity = proof.where_it_looks(s2d, _checkpoint(s2d, tmp_path / "identity.pt"))
+    baseline = proof.where_it_looks(uniform, _checkpoint(uniform, tmp_path / "uniform.pt"))
+    corner = proof.where_it_looks(s2d, _checkpoint(s2d, tmp_path / "corner.pt", [-3.0, -3.0, -3.0, -3.0]))
+
+    # By hand: the 4 uniform detail frames among 8 candidates of each 16-frame validation video.
+    frames, _ = clip_indices(16, 8, 1)
+    picked = frames[uniform_indices(torch.tensor([8]), 4)[0].numpy()]
+    expected = sum(
+        any(cue["start"] <= f < cue["start"] + cue["length"] for f in picked)
+        for cue in (render_video(3, "val", i, frame_size=64, num_frames=16)[2] for i in range(12))
+    ) / 12
+    assert baseline["cue_hit"] == pytest.approx(expected) and 0 < expected < 1
+    assert identity["cue_hit"] == pytest.approx(expected)
+    assert identity["cue_in_window"] == 1.0 and identity["zoom"] == pytest.approx(1.0)
+    assert corner["cue_hit"] == pytest.approx(expected)  # only the window moved
+    assert corner["cue_in_window"] == 0.0 and corner["zoom"] == pytest.approx(float(np.exp(3.0)), rel=1e-4)
