@@ -154,6 +154,16 @@ def test_mini_kinetics_from_arnet_split_files(kinetics_root):
     assert (records[0].path, records[0].num_frames, records[0].label) == (
         "frames/air drumming/a1-bC2dE3fG_000000_000010", 3, 0)
 
+    # Run again over its own lists: replaced. Over lists it did not write (Kinetics' own): refused.
+    again = _mini(kinetics_root, MINI / "mini_train_videofolder.txt", MINI / "mini_val_videofolder.txt")
+    assert again.exit_code == 0, again.output
+    (kinetics_root / P.SKIPPED_FILE).unlink()
+    (kinetics_root / "train.txt").write_text("kinetics' own list\n")
+    refused = _mini(kinetics_root, MINI / "mini_train_videofolder.txt", MINI / "mini_val_videofolder.txt")
+    assert refused.exit_code == 1
+    assert f"{kinetics_root / 'train.txt'} exists and was not written by prepare mini-kinetics" in refused.output
+    assert (kinetics_root / "train.txt").read_text() == "kinetics' own list\n"
+
     semicolons = P.read_split(MINI / "mini_val.txt")  # AdaFuse's variant of the same rows
     spaces = P.read_split(MINI / "mini_val_videofolder.txt")
     assert semicolons[0] == spaces[0] == P.ARNET
@@ -203,3 +213,16 @@ def test_mini_kinetics_bad_split_line_names_file_and_line(kinetics_root, tmp_pat
     ids.write_text("a1-bC2dE3fG\nnot-an-id!\n")
     with pytest.raises(P.SplitFileError, match=f"^{ids}:2: 'not-an-id!' is not a YouTube id"):
         P.read_split(ids)
+
+
+def test_prepare_frames_keeps_label_folders(mp4s, tmp_path):
+    """Kinetics keeps videos in label folders; two videos of one name in two folders stay two."""
+    videos = tmp_path / "kinetics"
+    for label in ("abseiling", "zumba"):
+        (videos / label).mkdir(parents=True)
+        shutil.copy(mp4s / "videos" / f"val_0000{label == 'zumba':d}.mp4", videos / label / "clip.mp4")
+    result = CliRunner().invoke(C.prepare_frames, [str(videos), str(tmp_path / "out"), "--workers", "1"])
+    assert "extracted 2, skipped 0 already extracted, failed 0" in result.output
+    a, b = (sorted((tmp_path / "out" / label / "clip").iterdir()) for label in ("abseiling", "zumba"))
+    assert len(a) == len(b) == 16
+    assert a[0].read_bytes() != b[0].read_bytes()  # each folder holds its own video

@@ -26,7 +26,7 @@ def _print_summary(what: str, written: dict, skipped: Counter) -> None:
 @click.option("--quality", default=95, show_default=True, help="JPEG quality.")
 @click.option("--workers", default=0, help="Processes (default: one per core).")
 def prepare_frames(video_dir, out_dir, template, short_side, quality, workers):
-    """Extract JPEG frames of every video under VIDEO_DIR into OUT_DIR/<video name>/.
+    """Extract JPEG frames of every video under VIDEO_DIR into OUT_DIR/<sub-folders>/<video name>/.
 
     Resumable: finished videos are skipped, partial ones (an interrupted run) redone.
     """
@@ -104,6 +104,14 @@ def prepare_mini_kinetics(root, split_train, split_val, kinetics_train, kinetics
     """
     root = Path(root)
     out = Path(out_dir or root)
+    # The default --out is the Kinetics root, where `prepare lists kinetics` writes its own
+    # train.txt / val.txt: never replace lists this command did not write (its skip file marks them).
+    for name in ("train.txt", "val.txt", "classes.txt"):
+        if (out / name).is_file() and not (out / P.SKIPPED_FILE).is_file():
+            raise click.ClickException(
+                f"{out / name} exists and was not written by prepare mini-kinetics; not replacing it "
+                "(choose another --out, or remove the file)"
+            )
     csvs = [Path(p) for p in (kinetics_train, kinetics_val) if p]
     try:
         summary = P.mini_kinetics_lists(root, [(split_train, "train.txt"), (split_val, "val.txt")], out,

@@ -28,8 +28,7 @@ PARTIAL = ".partial"
 
 def extract_one(job: tuple) -> tuple[str, str, str]:
     """Frames of one video as JPEGs; returns (name, status, detail), status done|skipped|failed."""
-    video, out_root, template, short_side, quality = job
-    name = Path(video).stem
+    video, name, out_root, template, short_side, quality = job
     final, partial = Path(out_root) / name, Path(out_root) / (name + PARTIAL)
     if final.is_dir():
         return name, "skipped", "already extracted"
@@ -56,11 +55,14 @@ def extract_one(job: tuple) -> tuple[str, str, str]:
 
 def extract_frames(video_dir, out_dir, *, template: str = "img_{:05d}.jpg", short_side: int = 0,
                    quality: int = 95, workers: int = 0, progress: bool = True) -> dict:
-    """Extract every video under `video_dir` into `out_dir/<video stem>/`; returns the summary
+    """Extract every video under `video_dir` into `out_dir/<its sub-folders>/<video stem>/`; returns the summary
     `{"done": [...], "skipped": [...], "failed": [{"video", "reason"}]}`."""
-    videos = sorted(str(p) for p in Path(video_dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(p for p in Path(video_dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    jobs = [(v, str(out_dir), template, short_side, quality) for v in videos]
+    # OUT_DIR mirrors VIDEO_DIR's sub-folders (Kinetics' label folders, which `prepare lists`
+    # reads), so videos of the same name in different folders never meet.
+    jobs = [(str(v), v.relative_to(Path(video_dir)).with_suffix("").as_posix(), str(out_dir), template, short_side, quality)
+            for v in videos]
     summary: dict = {"done": [], "skipped": [], "failed": []}
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     with tqdm(total=len(jobs), desc="frames", unit="video", disable=not progress) as bar:
