@@ -85,6 +85,12 @@ def test_lists_from_kinetics_csv_and_something_annotations(tmp_path):
     (tmp_path / "v1labels.csv").write_text("Holding something\nPushing something left\n")
     assert P.something_v1_rows(tmp_path / "v1.csv", tmp_path / "v1labels.csv")[0] == [("12", 1)]
     assert P.count_frames(tmp_path / "12", "{:05d}.jpg") == 1
+    # With no --template, SSv1's own frame names ({:05d}.jpg) are counted.
+    result = CliRunner().invoke(C.prepare_lists, ["somethingv1", "--root", str(tmp_path), "--train", str(tmp_path / "v1.csv"),
+                                                  "--val", str(tmp_path / "v1.csv"), "--labels", str(tmp_path / "v1labels.csv"),
+                                                  "--out", str(tmp_path / "v1")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "v1" / "train_videofolder.txt").read_text() == "12 1 1\n"
 
 
 MINI = Path(__file__).parent / "data" / "mini_kinetics"

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from s2d_fast.data import prepare as P
+from s2d_fast.data.datasets import DATASETS
 
 
 def _print_summary(what: str, written: dict, skipped: Counter) -> None:
@@ -48,7 +49,8 @@ def prepare_frames(video_dir, out_dir, template, short_side, quality, workers):
               help="Validation annotations, same kind.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="Class names: SSv1 labels CSV or SSv2 labels.json (Kinetics: taken from --train).")
-@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame names, to count frames.")
+@click.option("--template", help="Frame names, to count frames (default: the dataset's own, img_{:05d}.jpg for "
+                                   "Kinetics, {:05d}.jpg for Something-Something V1, {:06d}.jpg for V2).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where to write (default: --root).")
 def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
     """TSN list files (`path num_frames label`) and classes.txt from official annotations.
@@ -58,6 +60,7 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
     root = Path(root)
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
+    template = template or DATASETS["kinetics400" if kind == "kinetics" else kind].frame_template
     if kind != "kinetics" and not labels:
         raise click.UsageError(f"{kind} needs --labels")
     names = {"kinetics": ("train.txt", "val.txt")}.get(kind, ("train_videofolder.txt", "val_videofolder.txt"))
