@@ -134,7 +134,7 @@ def test_lr_ratios_of_the_sampling_stage():
     model = build_model(cfg, 10)
     model.set_stage("sampling")
     ratios = model.lr_ratios(cfg)
-    assert ratios["time_head.weight"] == 20 and ratios["theta_time.0.weight"] == 20
+    assert ratios["time_head.weight"] == 20 and ratios["theta_time.convs.0.weight"] == 20
     assert ratios["space_head.weight"] == 5
     assert ratios["embed.weight"] == 10
     assert ratios["snet.fc.weight"] == pytest.approx(0.1)
@@ -231,8 +231,11 @@ def test_attention_pool_moves_the_detail_frames_to_the_attended_time():
             model.time_head.weight[0, -3] = 1.0  # dt = the attended pre-tanh t
             out = model(frames, n_valid)
         hook.remove()
-        centres.append(out["t_center"] / (n_valid.to(out["t_center"].dtype) - 1))
-    # SNet frame j covers the j-th of T_s segments: its centre is at (j + 0.5) / T_s of the video.
+        n = n_valid.to(out["t_center"].dtype)
+        identity = (4 - 1) / 2 * n / 4 + torch.floor(n / 8)  # the centre at the identity, K = 4
+        centres.append((out["t_center"] - identity + (n - 1) / 2) / (n - 1))
+    # SNet frame j covers the j-th of T_s segments: tanh(dt) = 2 (j + 0.5) / T_s - 1 moves the
+    # centre from the identity's by (j + 0.5) / T_s - 1/2 of the video.
     assert torch.allclose(centres[0], torch.full_like(centres[0], 0.5 / t_s), atol=1e-4)
     assert torch.allclose(centres[1], torch.full_like(centres[1], 1 - 0.5 / t_s), atol=1e-4)
 

@@ -103,23 +103,17 @@ def test_uniform_indices_are_tsn_segment_centres():
     assert idx.tolist() == [[2, 6, 10, 14], [0, 1, 1, 2], [0, 0, 0, 0]]
 
 
-def uniform_positions(n_valid: torch.Tensor, k: int) -> torch.Tensor:
-    """The k segment centres `(j + 1/2) n / k - 1/2`, in continuous candidate positions."""
-    j = torch.arange(k, dtype=torch.float32)
-    return (j + 0.5) * n_valid.to(torch.float32).unsqueeze(1) / k - 0.5
-
-
 def test_identity_at_start_is_uniform_frames_of_the_whole_image():
-    # temporal: the weights peak on the uniform frames and are centred on the segment centres
-    n = torch.tensor([12, 16])
-    zeros = torch.zeros(2)
+    # temporal: with n/k whole (odd or even, as the paper's 32/8), the identity's positions are
+    # the uniform baseline's candidates themselves, so each detail frame is one clean candidate
+    n = torch.tensor([12, 16, 32, 8])
+    zeros = torch.zeros(4)
     mu, center, stride = temporal_positions(zeros, zeros, n, 4)
-    assert torch.allclose(mu, uniform_positions(n, 4))
-    w = temporal_weights(mu, n, 16, "gaussian", 0.5)
-    assert torch.equal(w[0].argmax(-1), uniform_indices(n, 4)[0])
-    mean_pos = (w * torch.arange(16.0)).sum(-1)
-    assert torch.allclose(mean_pos, uniform_positions(n, 4), atol=1e-3)
-    assert torch.allclose(w[0, :, 12:], torch.zeros(4, 4))  # never past the valid frames
+    assert torch.equal(mu, uniform_indices(n, 4).float())
+    w = temporal_weights(mu, n, 32, "gaussian", 0.5)
+    assert torch.equal(w.argmax(-1), uniform_indices(n, 4))
+    assert (w.max(-1).values > 0.75).all()  # not a 50/50 blend of two candidates
+    assert torch.allclose(w[0, :, 12:], torch.zeros(4, 20))  # never past the valid frames
     # spatial: at the detail size the filter bank is the identity; smaller, it spans the image
     c, s = spatial_positions(torch.zeros(1), torch.zeros(1), 32, 32)
     assert torch.allclose(filter_bank(c, s, 32, 32, 0.5)[0], torch.eye(32), atol=1e-6)
@@ -134,7 +128,7 @@ def test_identity_at_start_is_uniform_frames_of_the_whole_image():
         model = build_model(cfg, num_classes=10).eval()
         model.set_stage("sampling")  # the zero heads, not the warmup switch, make the identity
         frames, _, _ = batch()
-        n_valid = torch.tensor([12, 12])
+        n_valid = torch.tensor([12, 8])  # n/k odd and even
         for grad in (True, False):  # the dense (training) path and the inference fast path
             with torch.set_grad_enabled(grad):
                 detail = model(frames, n_valid)["detail"]

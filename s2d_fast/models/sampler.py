@@ -60,15 +60,18 @@ def temporal_positions(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions `(B, k)` of the detail frames among the candidates, with centres and strides `(B,)`.
 
-    Centre `c = a + tanh(dt) (n-1)/2` around the middle `a = (n-1)/2` of the n valid candidates;
-    stride `d = r_t n/k exp(lt)`. With n/k (not the paper's n/(k-1)) the identity puts the k
-    frames exactly at the segment centres that TSN evaluation and the uniform baseline use.
-    Positions are clamped into the video, as no frame exists beyond it.
+    Centre `c = a + tanh(dt) (n-1)/2` and stride `d = r_t n/k exp(lt)` for n valid candidates.
+    At the identity the k frames sit on the candidates TSN evaluation and the uniform baseline
+    take, `floor((j + 1/2) n/k)`: with n/k (not the paper's n/(k-1)) as the stride and
+    `a = (k-1)/2 n/k + floor(n/2k)` as the centre. (The middle `(n-1)/2` would put them half a
+    candidate off whenever n/k is even, as at 16/4 or the paper's 32/8: every detail frame a
+    50/50 blend of two candidates, a ghost of one over the other.) Positions are clamped into
+    the video, as no frame exists beyond it.
     """
     n = n_valid.to(dt.dtype).clamp(min=1)
-    half = (n - 1) / 2
-    center = half + torch.tanh(dt) * half
-    stride = stride_ratio * n / k * stride_scale(lt, param)
+    segment = n / k
+    center = (k - 1) / 2 * segment + torch.floor(segment / 2) + torch.tanh(dt) * (n - 1) / 2
+    stride = stride_ratio * segment * stride_scale(lt, param)
     mu = _axis_positions(center, stride, k)
     mu = torch.minimum(mu.clamp(min=0), (n - 1).unsqueeze(1))
     return mu, center, stride
