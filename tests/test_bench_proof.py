@@ -62,6 +62,9 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     for name in ("uniform", "s2dnet-warmup"):
         assert runs[name]["cue_in_window"] == 1.0 and runs[name]["zoom"] == 1.0  # whole frames
     assert all(0 <= r["cue_hit"] <= 1 for r in runs.values())
+    for r in runs.values():  # the top-1 splits into videos with and without the cue in view
+        shown, missed = r["top1_cue_shown"] or 0.0, r["top1_cue_missed"] or 0.0
+        assert r["top1"] == pytest.approx(r["cue_hit"] * shown + (1 - r["cue_hit"]) * missed)
 
     # A second run reads the results instead of training, and writes the same table; a result
     # from before the proof measured where the sampler looks gets those figures added.
@@ -69,7 +72,8 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         raise AssertionError("trained again")
 
     old = out / "seed0" / "s2dnet" / "result.json"
-    older = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("cue_hit", "cue_in_window", "zoom")}
+    looked = ("cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed")
+    older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
     monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
