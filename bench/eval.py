@@ -35,7 +35,7 @@ import click
 import torch
 
 from s2d_fast.engine.runtime import autocast, compile_model, to_device
-from s2d_fast.models.flops import flops_report, resolve_num_classes, tsm_flops
+from s2d_fast.models.flops import flops_report, model_gflops, resolve_num_classes, tsm_flops
 from s2d_fast.models.s2dnet import S2DNet
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
@@ -104,8 +104,7 @@ def _gflops(cfg, models: list[str], num_classes: int) -> dict[str, float]:
     if "s2dnet" in models:
         _progress("counting GFLOPs of s2dnet (and of TSM on K and 2K frames)")
         report = flops_report(cfg, num_classes)
-        # The uniform baseline has no total row: its first baseline row is the model itself.
-        out["s2dnet"] = (report["total"] or report["baselines"][0])["gflops"]
+        out["s2dnet"] = model_gflops(report)
         known = {row["part"]: row["gflops"] for row in report["baselines"]}
     for model in models:
         if model == "s2dnet":

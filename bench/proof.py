@@ -95,6 +95,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     scale = cfg.DATA.SCALE_SIZE / size  # the evaluation view: resized, then the centre crop
     offset = (cfg.DATA.SCALE_SIZE - cfg.DATA.CROP_SIZE) / 2
     identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
+    candidate_frames, _ = clip_indices(length, t, 1)  # every validation video has `length` frames
     hits, inside, zooms, correct = [], [], [], []
     with torch.no_grad():
         for batch in loader:
@@ -106,7 +107,6 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
             for i, index in enumerate(batch["index"].tolist()):
                 _, label, cue = render_video(seed, "val", index, frame_size=size, num_frames=length)
                 correct.append(int(predicted[i]) == label)
-                candidate_frames, _ = clip_indices(length, t, 1)
                 frames = candidate_frames[positions[i].round().long().clamp(0, t - 1).numpy()]
                 on = (frames >= cue["start"]) & (frames < cue["start"] + cue["length"])
                 hits.append(bool(on.any()))
@@ -140,7 +140,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
             result_path.write_text(json.dumps(result, indent=2) + "\n")
         return result
     from s2d_fast.engine.trainer import train
-    from s2d_fast.models.flops import flops_report
+    from s2d_fast.models.flops import flops_report, model_gflops
 
     cfg = recipe_config(recipe, seed, out_dir, overrides)
     _progress(f"seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
@@ -148,13 +148,12 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     if trained is None or trained.get("stopped"):
         raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
     metrics = trained["metrics"]
-    report = flops_report(cfg)
     minutes = trained["train_seconds"] / 60 + (done[recipe.start]["train_minutes"] if recipe.start else 0.0)
     epochs = cfg.TRAIN.EPOCHS + (done[recipe.start]["epochs"] if recipe.start else 0)
     result = {
         "recipe": recipe.name, "seed": seed, "config": f"configs/synthetic/{recipe.config}",
         "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
-        "gflops_per_video": (report["total"] or report["baselines"][0])["gflops"],
+        "gflops_per_video": model_gflops(flops_report(cfg)),
         "train_minutes": minutes, "epochs": epochs, "num_videos": metrics["num_videos"],
         **where_it_looks(cfg, trained["checkpoint"]),
     }

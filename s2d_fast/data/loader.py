@@ -497,6 +497,8 @@ def batch_plan(cfg, split: str, dataset, shuffle, drop_last, distributed) -> tup
 
 def choose_backend(cfg) -> str:
     """DATA.BACKEND, with auto taking DALI where it is installed."""
+    if cfg.DATA.BACKEND == "pyav":
+        return "pyav"
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
@@ -505,8 +507,8 @@ def choose_backend(cfg) -> str:
                 "DATA.BACKEND dali: NVIDIA DALI is not installed (pip install nvidia-dali-cuda130); "
                 "DATA.BACKEND pyav or auto decodes with PyAV"
             ) from None
-        return "pyav" if cfg.DATA.BACKEND == "auto" else cfg.DATA.BACKEND
-    return "dali" if cfg.DATA.BACKEND == "auto" else cfg.DATA.BACKEND
+        return "pyav"
+    return "dali"
 
 
 def build_loader(cfg, split: str, *, shuffle: bool | None = None, drop_last: bool | None = None,

@@ -93,22 +93,26 @@ def probe_frames(path: Path) -> int:
         return sum(1 for packet in container.demux(video=0) if packet.size)
 
 
+def frames_at(path: Path, template: str) -> int:
+    """Frames of a frame folder (files named like `template`) or of a video file; 0 if unreadable."""
+    if path.is_dir():
+        return count_frames(path, template)
+    try:
+        return probe_frames(path)
+    except (av.FFmpegError, OSError, ValueError):
+        return 0
+
+
 def write_list(rows, root: Path, out: Path, template: str, skipped: Counter) -> int:
     """Write `path num_frames label` for each (relative path, label) that exists under `root`
     (a frame folder or a video file); what is missing or empty is counted in `skipped`."""
     lines = []
     for rel, label in tqdm(rows, desc=out.name, unit="video", leave=False):
         path = root / rel
-        if path.is_dir():
-            frames = count_frames(path, template)
-        elif path.is_file():
-            try:
-                frames = probe_frames(path)
-            except (av.FFmpegError, OSError, ValueError):
-                frames = 0
-        else:
+        if not path.exists():
             skipped["missing"] += 1
             continue
+        frames = frames_at(path, template)
         if frames == 0:
             skipped["no frames"] += 1
             continue
@@ -320,15 +324,6 @@ def _pick(candidates: list[str], clip: str, cls: str) -> str:
     return min(candidates, key=rank)
 
 
-def _frames(path: Path, template: str) -> int:
-    if path.is_dir():
-        return count_frames(path, template)
-    try:
-        return probe_frames(path)
-    except (av.FFmpegError, OSError, ValueError):
-        return 0
-
-
 def _label_map(entries: list[SplitEntry]) -> list[str]:
     """Class names by label. With AR-Net's files, the labels they give (checked consistent:
     one label per class and one class per label, 0..K-1 all used); with plain id lists only,
@@ -403,7 +398,7 @@ def mini_kinetics_lists(root: Path, splits, out: Path, *, csvs=(), template: str
                 reason = detail = MISSING
             else:
                 rel = _pick(on_disk[e.ytid], e.clip, e.cls)
-                frames = _frames(root / rel, template)
+                frames = frames_at(root / rel, template)
                 if frames:
                     lines.append(f"{rel} {frames} {index[e.cls]}\n")
                 else:

@@ -160,11 +160,9 @@ def _evaluate_process(cfg, checkpoint) -> dict | None:
         if cfg.TEST.PREDICTIONS and ctx.is_main:
             metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, indices, scores, labels, loader.dataset.records))
         if ctx.is_main:
-            from s2d_fast.models.flops import flops_report
+            from s2d_fast.models.flops import flops_report, model_gflops
 
-            report = flops_report(cfg, model.num_classes)
-            # The uniform baseline has no total row: its first baseline row is the model itself.
-            metrics["gflops_per_video"] = (report["total"] or report["baselines"][0])["gflops"]
+            metrics["gflops_per_video"] = model_gflops(flops_report(cfg, model.num_classes))
         return metrics if ctx.is_main else None
     finally:
         shutdown_distributed()

@@ -239,6 +239,12 @@ def flops_report(cfg, num_classes: int | None = None) -> dict:
     }
 
 
+def model_gflops(report: dict) -> float:
+    """The configured model's GFLOPs per video from a `flops_report`: S2DNet's total, or for the
+    uniform baseline (which has no total row) its first baseline row, the model itself."""
+    return (report["total"] or report["baselines"][0])["gflops"]
+
+
 def format_flops_table(report: dict) -> str:
     """The report as a plain-text table: component, GFLOPs per video, parameters (M)."""
     rows = report["components"] + ([report["total"]] if report["total"] else []) + report["baselines"]

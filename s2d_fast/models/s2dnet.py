@@ -158,7 +158,6 @@ class S2DNet(nn.Module):
         self.temporal_sampling = s2d.TEMPORAL_SAMPLING
         self.spatial_sampling = s2d.SPATIAL_SAMPLING
         self.shared_theta = s2d.SHARED_THETA
-        pooled = width + (3 if pool == "attention" else 0)
         if self.temporal_sampling or self.spatial_sampling:
             self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
             if self.shared_theta:
@@ -166,11 +165,13 @@ class S2DNet(nn.Module):
             if self.temporal_sampling:
                 if not self.shared_theta:
                     self.theta_time = ThetaBody(theta_in, width, pool)
-                self.time_head = zero_head(pooled, self.time_outputs)
+                body = self.theta_shared if self.shared_theta else self.theta_time
+                self.time_head = zero_head(body.out_features, self.time_outputs)
             if self.spatial_sampling:
                 if not self.shared_theta:
                     self.theta_space = ThetaBody(theta_in, width, pool)
-                self.space_head = zero_head(pooled, self.space_outputs * dnet_cfg.NUM_FRAMES)
+                body = self.theta_shared if self.shared_theta else self.theta_space
+                self.space_head = zero_head(body.out_features, self.space_outputs * dnet_cfg.NUM_FRAMES)
         self.sampler = DetailSampler(cfg)
         self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
         for stage in s2d.FUSION_STAGES:
