@@ -15,7 +15,7 @@ import torch
 
 from s2d_fast.config import load_config
 from s2d_fast.engine import trainer as trainer_module
-from s2d_fast.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s2d_fast.engine.checkpoint import CheckpointError, link_checkpoint, load_checkpoint, save_checkpoint
 from s2d_fast.engine.distributed import DistContext
 
 from conftest import tiny_run
@@ -147,3 +147,22 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint({"a": torch.zeros(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind
+
+
+def test_linked_checkpoint_keeps_its_state_when_last_is_saved_again(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_checkpoint({"a": torch.ones(2)}, last)
+    link_checkpoint(last, best)
+    assert best.stat().st_ino == last.stat().st_ino  # one file on disk, two names
+    save_checkpoint({"a": torch.zeros(2)}, last)
+    assert torch.equal(load_checkpoint(best)["a"], torch.ones(2))
+    assert torch.equal(load_checkpoint(last)["a"], torch.zeros(2))
+
+    def no_hard_links(*args, **kwargs):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    link_checkpoint(last, best)  # falls back to a copy, replacing the old best whole
+    assert best.stat().st_ino != last.stat().st_ino
+    assert torch.equal(load_checkpoint(best)["a"], torch.zeros(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,26 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def link_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Give the checkpoint `source` a second name `path`, atomically, without writing it again:
+    a hard link where the file system allows one, a copy otherwise. Later saves replace `source`
+    by a new file, so `path` keeps the state it was given."""
+    source, path = Path(source), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (another device, some network file systems)
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -27,7 +27,7 @@ from s2d_fast.config import ConfigError, save_config
 from s2d_fast.data.loader import build_loader
 from s2d_fast.models import S2DNet, build_model, s2d_loss
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import link_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
@@ -196,11 +196,12 @@ class Trainer:
         state = self._state(metrics)  # every rank joins the gather of random states
         if not self.ctx.is_main:
             return
-        save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "last"))
+        # One write per save: best and epoch checkpoints are further names of the same file.
+        last = save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "last"))
         if best:
-            save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "best"))
+            link_checkpoint(last, checkpoint_path(self.output_dir, self.stage, "best"))
         if epoch_end and self.epoch % self.cfg.TRAIN.CHECKPOINT_PERIOD == 0:
-            save_checkpoint(state, self.output_dir / "checkpoints" / f"{self.stage}-epoch{self.epoch:04d}.pt")
+            link_checkpoint(last, self.output_dir / "checkpoints" / f"{self.stage}-epoch{self.epoch:04d}.pt")
             kept = sorted((self.output_dir / "checkpoints").glob(f"{self.stage}-epoch*.pt"))
             for old in kept[: max(0, len(kept) - self.cfg.TRAIN.KEEP_CHECKPOINTS)]:
                 old.unlink()
