@@ -44,15 +44,21 @@ class Recipe:
     name: str
     config: str  # file in configs/synthetic/
     what: str
-    start: str | None = None  # the recipe whose checkpoint this one starts from
+    start: str | None = None  # the recipe whose checkpoint this one resumes from (TRAIN.RESUME)
+    snet_from: str | None = None  # the recipe whose checkpoint starts SNet (SNET.PRETRAINED)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(r for r in (self.snet_from, self.start) if r)
 
 
 RECIPES = (
     Recipe("uniform", "uniform.yaml", "TSM on K uniform whole frames"),
-    Recipe("s2dnet-warmup", "train_warmup.yaml", "S2DNet warmup (sampler at the identity)"),
-    Recipe("s2dnet", "train_sampling.yaml", "S2DNet, warmup then sampling", start="s2dnet-warmup"),
-    Recipe("temporal-only", "temporal_only.yaml", "sampling in time only", start="s2dnet-warmup"),
-    Recipe("spatial-only", "spatial_only.yaml", "sampling in space only", start="s2dnet-warmup"),
+    Recipe("synopsis", "synopsis.yaml", "the synopsis network alone: TSM on SNet's frames"),
+    Recipe("s2dnet-warmup", "train_warmup.yaml", "S2DNet warmup (sampler at the identity)", snet_from="synopsis"),
+    Recipe("s2dnet", "train_sampling.yaml", "S2DNet, warmup then sampling", start="s2dnet-warmup", snet_from="synopsis"),
+    Recipe("temporal-only", "temporal_only.yaml", "sampling in time only", start="s2dnet-warmup", snet_from="synopsis"),
+    Recipe("spatial-only", "spatial_only.yaml", "sampling in space only", start="s2dnet-warmup", snet_from="synopsis"),
 )
 _clock = {"start": time.perf_counter()}
 
@@ -66,9 +72,9 @@ def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str]
     """The config of one recipe and seed: its YAML, then the seed and output folder, then the
     caller's KEY VALUE pairs (applied to every recipe alike)."""
     pairs = ["SYNTHETIC.SEED", str(seed), "RNG_SEED", str(seed), "OUTPUT_DIR", str(out_dir / f"seed{seed}" / recipe.name)]
-    if recipe.start is not None:
-        start = out_dir / f"seed{seed}" / recipe.start / "checkpoints" / "warmup-last.pt"
-        pairs += ["TRAIN.RESUME", str(start)]
+    for key, source in (("TRAIN.RESUME", recipe.start), ("SNET.PRETRAINED", recipe.snet_from)):
+        if source is not None:
+            pairs += [key, str(out_dir / f"seed{seed}" / source / "checkpoints" / "warmup-last.pt")]
     return load_config(str(config_dir / recipe.config), pairs + list(overrides))
 
 
@@ -148,13 +154,20 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     if trained is None or trained.get("stopped"):
         raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
     metrics = trained["metrics"]
-    minutes = trained["train_seconds"] / 60 + (done[recipe.start]["train_minutes"] if recipe.start else 0.0)
-    epochs = cfg.TRAIN.EPOCHS + (done[recipe.start]["epochs"] if recipe.start else 0)
+    # A row's minutes count every run it stands on; its epochs are the detail network's, and the
+    # synopsis network's training before it is counted apart.
+    start = done[recipe.start] if recipe.start else None
+    minutes = trained["train_seconds"] / 60 + (start["train_minutes"] if start else 0.0)
+    if recipe.snet_from and not start:
+        minutes += done[recipe.snet_from]["train_minutes"]
+    epochs = cfg.TRAIN.EPOCHS + (start["epochs"] if start else 0)
+    snet_epochs = done[recipe.snet_from]["epochs"] if recipe.snet_from else 0
     result = {
         "recipe": recipe.name, "seed": seed, "config": f"configs/synthetic/{recipe.config}",
         "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
         "gflops_per_video": model_gflops(flops_report(cfg)),
-        "train_minutes": minutes, "epochs": epochs, "num_videos": metrics["num_videos"],
+        "train_minutes": minutes, "epochs": epochs, "snet_pretrain_epochs": snet_epochs,
+        "num_videos": metrics["num_videos"],
         **where_it_looks(cfg, trained["checkpoint"]),
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +200,7 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
             "top1_cue_shown_mean": _mean(r["top1_cue_shown"] for r in mine),
             "top1_cue_missed_mean": _mean(r["top1_cue_missed"] for r in mine),
             "epochs": mine[0]["epochs"],
+            "snet_pretrain_epochs": mine[0].get("snet_pretrain_epochs", 0),
         })
     by_name = {row["recipe"]: row for row in rows}
     summary = {"seeds": seeds, "rows": rows, "runs": results}
@@ -204,6 +218,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _epochs(row: dict) -> str:
+    snet = row.get("snet_pretrain_epochs", 0)
+    return f"{row['epochs']} + {snet} SNet" if snet else str(row["epochs"])
+
+
 def format_markdown(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = [
@@ -215,7 +234,7 @@ def format_markdown(summary: dict) -> str:
         per_seed = ", ".join(f"{v:.1f}" for v in row["top1_per_seed"])
         lines.append(
             f"| {row['recipe']} | {row['what']} | {row['top1_mean']:.2f} | {per_seed} | {row['mAP_mean']:.2f} "
-            f"| {row['gflops_per_video']:.3f} | {row['epochs']} | {row['train_minutes_mean']:.1f} "
+            f"| {row['gflops_per_video']:.3f} | {_epochs(row)} | {row['train_minutes_mean']:.1f} "
             f"| {100 * row['cue_hit_mean']:.1f}% | {100 * row['cue_in_window_mean']:.1f}% | {row['zoom_mean']:.2f} "
             f"| {_percent(row['top1_cue_shown_mean'])} | {_percent(row['top1_cue_missed_mean'])} |"
         )
@@ -233,8 +252,9 @@ def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recip
         if name not in names:
             raise click.UsageError(f"unknown recipe {name!r}; recipes: {', '.join(names)}")
         recipe = RECIPES[names.index(name)]
-        if recipe.start and recipe.start not in recipes:
-            raise click.UsageError(f"recipe {name} starts from {recipe.start}: list both")
+        for needed in recipe.needs:
+            if needed not in recipes:
+                raise click.UsageError(f"recipe {name} starts from {needed}: list both")
         chosen.append(recipe)
     chosen.sort(key=lambda r: names.index(r.name))
     out = Path(out_dir)

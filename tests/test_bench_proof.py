@@ -23,11 +23,20 @@ def _overrides(root):
 
 def test_recipes_differ_only_where_they_should():
     cfgs = {r.name: proof.recipe_config(r, 1, proof.Path("/tmp/out"), []) for r in proof.RECIPES}
-    for cfg in cfgs.values():
-        assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE) == (
-            cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE)
+    for name, cfg in cfgs.items():
         assert cfg.SYNTHETIC.SEED == cfg.RNG_SEED == 1
+        if name != "synopsis":
+            assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE) == (
+                cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE)
     assert not cfgs["uniform"].S2D.DETAIL_SAMPLING
+    # The synopsis recipe is a plain TSM shaped as S2DNet's SNet, and every S2DNet recipe's SNet
+    # starts from it.
+    synopsis, warmup = cfgs["synopsis"], cfgs["s2dnet-warmup"]
+    assert not synopsis.S2D.DETAIL_SAMPLING
+    assert (synopsis.DNET.ARCH, synopsis.DNET.NUM_FRAMES, synopsis.DNET.INPUT_SIZE) == (
+        warmup.SNET.ARCH, warmup.SNET.NUM_FRAMES, warmup.SNET.INPUT_SIZE)
+    for name in ("s2dnet-warmup", "s2dnet", "temporal-only", "spatial-only"):
+        assert cfgs[name].SNET.PRETRAINED == "/tmp/out/seed1/synopsis/checkpoints/warmup-last.pt"
     # The baseline trains as long as S2DNet's two stages together.
     assert cfgs["uniform"].TRAIN.EPOCHS == cfgs["s2dnet-warmup"].TRAIN.EPOCHS + cfgs["s2dnet"].TRAIN.EPOCHS
     assert cfgs["s2dnet"].TRAIN.STAGE == "sampling"
@@ -48,10 +57,16 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         assert 0 <= row["top1_mean"] <= 100 and row["top1_per_seed"] == [runs[name]["top1"]]
         assert row["gflops_per_video"] > 0
         assert (out / "seed0" / name / "result.json").is_file()
-    # Every override said TRAIN.EPOCHS 1: a sampling row counts its warmup's epoch and minutes.
-    assert rows["uniform"]["epochs"] == rows["s2dnet-warmup"]["epochs"] == 1
+    # Every override said TRAIN.EPOCHS 1: a sampling row counts its warmup's epoch and minutes,
+    # the warmup its synopsis network's; the synopsis network's epochs are counted apart.
+    assert rows["uniform"]["epochs"] == rows["synopsis"]["epochs"] == rows["s2dnet-warmup"]["epochs"] == 1
     assert rows["s2dnet"]["epochs"] == 2
-    assert runs["s2dnet"]["train_minutes"] > runs["s2dnet-warmup"]["train_minutes"]
+    assert rows["uniform"]["snet_pretrain_epochs"] == rows["synopsis"]["snet_pretrain_epochs"] == 0
+    assert rows["s2dnet-warmup"]["snet_pretrain_epochs"] == rows["s2dnet"]["snet_pretrain_epochs"] == 1
+    assert runs["s2dnet"]["train_minutes"] > runs["s2dnet-warmup"]["train_minutes"] > runs["synopsis"]["train_minutes"]
+    synopsis = out / "seed0" / "synopsis" / "checkpoints" / "warmup-last.pt"
+    assert f"SNet starts from the plain TSM of s2d-fast checkpoint {synopsis}" in (
+        out / "seed0" / "s2dnet-warmup" / "log_warmup.txt").read_text()
     # S2DNet costs more than the uniform baseline's DNet alone; the sampling rows start from the warmup.
     assert rows["s2dnet"]["gflops_per_video"] > rows["uniform"]["gflops_per_video"]
     warmup = out / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
@@ -92,10 +107,12 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
         raise AssertionError("trained")
 
     monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
-    with pytest.raises(click.UsageError, match="unknown recipe 'baseline'; recipes: uniform, s2dnet-warmup"):
+    with pytest.raises(click.UsageError, match="unknown recipe 'baseline'; recipes: uniform, synopsis, s2dnet-warmup"):
         proof.run_proof([0], tmp_path, [], ["baseline"])
-    with pytest.raises(click.UsageError, match="recipe s2dnet starts from s2dnet-warmup: list both"):
+    with pytest.raises(click.UsageError, match="recipe s2dnet starts from synopsis: list both"):
         proof.run_proof([0], tmp_path, [], ["s2dnet"])
+    with pytest.raises(click.UsageError, match="recipe s2dnet starts from s2dnet-warmup: list both"):
+        proof.run_proof([0], tmp_path, [], ["synopsis", "s2dnet"])
     with pytest.raises(ConfigError, match="TRAIN.EPOCH"):
         proof.run_proof([0], tmp_path, ["TRAIN.EPOCH", "3"], ["uniform"])
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "zero", "--out", str(tmp_path)])

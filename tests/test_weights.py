@@ -143,6 +143,18 @@ def test_s2d_fast_checkpoint_backbone_by_prefix(tmp_path):
         load_pretrained(tsm_backbone("resnet18", SEGMENTS, 5), str(path), prefix="snet.")
 
 
+def test_uniform_baseline_checkpoint_starts_the_synopsis_network(tmp_path):
+    tsm = ref.randomise(tsm_backbone("resnet18", SEGMENTS, 5), seed=6)
+    model = {f"dnet.{k}": v for k, v in tsm.state_dict().items()}  # S2D.DETAIL_SAMPLING False
+    path = save_checkpoint({"model": model, "stage": "warmup", "epoch": 8}, tmp_path / "uniform.pt")
+    snet = tsm_backbone("resnet18", SEGMENTS, 5)
+    line = load_pretrained(snet, str(path), prefix="snet.")
+    assert line.startswith("the plain TSM of s2d-fast checkpoint") and "classifier loaded" in line
+    assert all(torch.equal(v, snet.state_dict()[k]) for k, v in tsm.state_dict().items())
+    with pytest.raises(IncompatibleCheckpointError):  # still every body weight must fit
+        load_pretrained(tsm_backbone("mobilenetv2", SEGMENTS, 5), str(path), prefix="snet.")
+
+
 def test_pretrained_tsm_path_and_none(tmp_path):
     theirs = ref.randomise(ref.TSN("resnet18", SEGMENTS, 400))
     path = tmp_path / "TSM_kinetics_RGB_resnet18.pth"

@@ -279,7 +279,9 @@ def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None
     ImageNet classifier is never loaded). A path: a TSM reference checkpoint, a state dict in
     torchvision's or our own naming, or an s2d-fast checkpoint (`{"model", "stage", ...}`), of
     which the keys under `prefix` (`snet.` or `dnet.`) are taken. Every body weight must fit;
-    the classifier is loaded only when its class count matches. Returns a one-line description
+    the classifier is loaded only when its class count matches. A checkpoint of the uniform
+    baseline (`S2D.DETAIL_SAMPLING False`) holds one plain TSM, which either prefix takes: so a
+    TSM trained on the dataset can start the synopsis network. Returns a one-line description
     for the log; errors (`CheckpointError`, `FileNotFoundError`) name the file and what is wrong.
     """
     if spec.lower() == "none":
@@ -299,12 +301,17 @@ def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None
     if isinstance(obj, dict) and "model" in obj and "stage" in obj:
         if prefix is None:
             raise CheckpointError(f"{path} is an s2d-fast checkpoint: say which network to take (snet. or dnet.)")
+        tops = {k.split(".")[0] + "." for k in obj["model"]}
+        plain_tsm = tops == {"dnet."}  # the uniform baseline: its one network starts either
+        if plain_tsm:
+            prefix = "dnet."
         state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
         if not state:
-            tops = ", ".join(sorted({k.split(".")[0] + "." for k in obj["model"]}))
-            raise CheckpointError(f"{path}: no weights under {prefix!r} in this s2d-fast checkpoint (it has {tops})")
+            raise CheckpointError(
+                f"{path}: no weights under {prefix!r} in this s2d-fast checkpoint (it has {', '.join(sorted(tops))})"
+            )
         classifier = _load_body(backbone, state, str(path))
-        network = prefix.rstrip(".")
+        network = "the plain TSM" if plain_tsm else prefix.rstrip(".")
         return f"{network} of s2d-fast checkpoint {path} (stage {obj['stage']}, epoch {obj.get('epoch')}); {classifier}"
     state, epoch = _state_dict_of(obj, str(path))
     classifier = _load_body(backbone, state, str(path))
