@@ -157,9 +157,8 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     # A row's minutes count every run it stands on; its epochs are the detail network's, and the
     # synopsis network's training before it is counted apart.
     start = done[recipe.start] if recipe.start else None
-    minutes = trained["train_seconds"] / 60 + (start["train_minutes"] if start else 0.0)
-    if recipe.snet_from and not start:
-        minutes += done[recipe.snet_from]["train_minutes"]
+    base = start or (done[recipe.snet_from] if recipe.snet_from else None)  # a start counts its own base
+    minutes = trained["train_seconds"] / 60 + (base["train_minutes"] if base else 0.0)
     epochs = cfg.TRAIN.EPOCHS + (start["epochs"] if start else 0)
     snet_epochs = done[recipe.snet_from]["epochs"] if recipe.snet_from else 0
     result = {

@@ -194,3 +194,26 @@ def test_imagenet_offline_error_says_where_to_put_the_file(tmp_path, monkeypatch
     path, url = imagenet_file("resnet18")
     assert str(tmp_path) in str(path)
     assert f"download {url} and place it at {path}" in str(err.value)
+
+
+def test_checkpoint_loads_without_the_pretrained_files_it_started_from(tmp_path):
+    """A model about to take its backbones from a checkpoint neither reads nor needs
+    SNET.PRETRAINED / DNET.PRETRAINED: evaluating a run elsewhere must not need its start files."""
+    from s2d_fast.config import load_config
+    from s2d_fast.engine.evaluate import load_for_eval
+    from s2d_fast.models import build_model
+
+    gone = str(tmp_path / "synopsis-that-was-deleted.pt")
+    cfg = load_config(None, [
+        "DATA.NUM_CANDIDATES", "8", "DATA.CROP_SIZE", "32", "SNET.ARCH", "resnet18", "SNET.NUM_FRAMES", "4",
+        "SNET.INPUT_SIZE", "32", "DNET.ARCH", "resnet18", "DNET.NUM_FRAMES", "4", "DNET.INPUT_SIZE", "32",
+        "SNET.PRETRAINED", gone,
+    ])
+    with pytest.raises(CheckpointError, match="synopsis-that-was-deleted.pt: no such file"):
+        build_model(cfg, 5)
+    model = build_model(cfg, 5, pretrained=False)
+    path = save_checkpoint({"model": model.state_dict(), "stage": "warmup", "epoch": 1, "num_classes": 5},
+                           tmp_path / "warmup-last.pt")
+    loaded, info = load_for_eval(cfg, path, torch.device("cpu"))
+    assert info["stage"] == "warmup"
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())

@@ -135,7 +135,7 @@ def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> t
     """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
     path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
     state = load_checkpoint(path)
-    model = build_model(cfg, state["num_classes"])
+    model = build_model(cfg, state["num_classes"], pretrained=False)
     model.set_stage(state["stage"])
     model.load_state_dict(state["model"])
     to_device(model, device, cfg.TEST.CHANNELS_LAST).eval()

@@ -131,7 +131,9 @@ class Trainer:
         self.train_loader = build_loader(cfg, "train", distributed=ctx.distributed)
         self.val_loader = build_loader(cfg, "val", distributed=ctx.distributed)
         self.num_classes = self.train_loader.dataset.num_classes
-        self.model: S2DNet = build_model(cfg, self.num_classes)
+        start = _start_checkpoint(cfg)
+        # Resumed or started from a warmup, the backbones come from the checkpoint.
+        self.model: S2DNet = build_model(cfg, self.num_classes, pretrained=start is None)
         self.model.set_stage(self.stage)
         self.accum = cfg.TRAIN.ACCUM_STEPS
         self.steps_per_epoch = len(self.train_loader) // self.accum
@@ -140,7 +142,6 @@ class Trainer:
                 f"TRAIN.ACCUM_STEPS {self.accum} exceeds the {len(self.train_loader)} batches of an epoch"
             )
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
-        start = _start_checkpoint(cfg)
         state = load_checkpoint(start) if start is not None else None
         if state is not None:
             if state["stage"] == "warmup" and self.stage == "sampling":

@@ -122,7 +122,7 @@ class S2DNet(nn.Module):
     frames. `set_stage` switches between warmup (sampler at the identity) and sampling.
     """
 
-    def __init__(self, cfg, num_classes: int):
+    def __init__(self, cfg, num_classes: int, pretrained: bool = True):
         super().__init__()
         s2d, snet_cfg, dnet_cfg = cfg.S2D, cfg.SNET, cfg.DNET
         self.num_classes = num_classes
@@ -142,14 +142,16 @@ class S2DNet(nn.Module):
 
         if not self.detail_sampling:
             self.dnet = backbone_from_config(dnet_cfg, num_classes, self.kernel_backend)
-            logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
+            if pretrained:
+                logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
             self._always_frozen = self._frozen_names()
             return
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
-        logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
-        logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
+        if pretrained:
+            logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
+            logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
         c_e = self.snet.num_features
         theta_in, width, pool = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, s2d.THETA_POOL
         sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0
@@ -370,8 +372,11 @@ def s2d_loss(
     return {"loss": loss, "loss_detail": loss_detail.detach(), "loss_snet": loss_snet.detach()}
 
 
-def build_model(cfg, num_classes: int) -> S2DNet:
-    return S2DNet(cfg, num_classes)
+def build_model(cfg, num_classes: int, *, pretrained: bool = True) -> S2DNet:
+    """`pretrained=False` skips SNET.PRETRAINED / DNET.PRETRAINED: for a model whose backbones are
+    about to come from a checkpoint of it (resume, the sampling stage, evaluation), so that those
+    files are neither read for nothing nor needed where the checkpoint is used."""
+    return S2DNet(cfg, num_classes, pretrained)
 
 
 __all__ = ["S2DNet", "build_model", "s2d_loss", "synopsis"]
