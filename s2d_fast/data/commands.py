@@ -1,5 +1,5 @@
-"""Click commands of the data layer: `prepare frames|lists|mini-kinetics` and `bench data`
-(registered on the `s2d-fast` groups by s2d_fast.cli)."""
+"""Click commands of the data layer, `prepare frames|lists|mini-kinetics` (registered on the
+`s2d-fast prepare` group by s2d_fast.cli)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
-from s2d_fast.data import prepare as P
-from s2d_fast.data.datasets import DATASETS
+from s2d_fast.cli_support import UserErrorCommand
+
+from . import prepare as P
+from .datasets import DATASETS
+from .decoders import TSN_FRAME_TEMPLATE
 
 
 def _print_summary(what: str, written: dict, skipped: Counter) -> None:
@@ -19,10 +22,10 @@ def _print_summary(what: str, written: dict, skipped: Counter) -> None:
         click.echo(f"skipped {count}: {reason}")
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("video_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame file names, 1-based.")
+@click.option("--template", default=TSN_FRAME_TEMPLATE, show_default=True, help="Frame file names, 1-based.")
 @click.option("--short-side", default=0, show_default=True, help="Resize the short side to this; 0 keeps the size.")
 @click.option("--quality", default=95, show_default=True, help="JPEG quality.")
 @click.option("--workers", default=0, help="Processes (default: one per core).")
@@ -39,7 +42,7 @@ def prepare_frames(video_dir, out_dir, template, short_side, quality, workers):
         click.echo(f"failed: {failure['reason']}")
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("kind", type=click.Choice(["kinetics", "somethingv1", "somethingv2"]))
 @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset root: the videos or frame folders the lists will name.")
@@ -80,7 +83,7 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
     _print_summary("videos", written, skipped)
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
               help="Kinetics root: the videos or frame folders, at any depth, named <youtube_id> or "
                    "<youtube_id>_<start:06d>_<end:06d>.")
@@ -94,7 +97,7 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
               help="Official Kinetics-400 training CSV: gives the classes of a plain YouTube-id list.")
 @click.option("--kinetics-val", type=click.Path(exists=True, dir_okay=False),
               help="Official Kinetics-400 validation CSV, likewise.")
-@click.option("--template", default="img_{:05d}.jpg", show_default=True, help="Frame names, to count frames.")
+@click.option("--template", default=TSN_FRAME_TEMPLATE, show_default=True, help="Frame names, to count frames.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where to write (default: --root).")
 def prepare_mini_kinetics(root, split_train, split_val, kinetics_train, kinetics_val, template, out_dir):
     """Mini-Kinetics (200 classes): train.txt and val.txt (`path num_frames label`, paths relative
@@ -116,11 +119,8 @@ def prepare_mini_kinetics(root, split_train, split_val, kinetics_train, kinetics
                 "(choose another --out, or remove the file)"
             )
     csvs = [Path(p) for p in (kinetics_train, kinetics_val) if p]
-    try:
-        summary = P.mini_kinetics_lists(root, [(split_train, "train.txt"), (split_val, "val.txt")], out,
-                                        csvs=csvs, template=template)
-    except P.SplitFileError as err:
-        raise click.ClickException(str(err)) from None
+    summary = P.mini_kinetics_lists(root, [(split_train, "train.txt"), (split_val, "val.txt")], out,
+                                    csvs=csvs, template=template)
     for name, split in zip(("train.txt", "val.txt"), (split_train, split_val)):
         click.echo(f"{name}: {summary['written'][name]} of the {summary['entries'][name]} videos in "
                    f"{split} ({summary['formats'][name]})")
@@ -130,21 +130,3 @@ def prepare_mini_kinetics(root, split_train, split_val, kinetics_train, kinetics
     click.echo(f"classes.txt: {classes} classes" + ("" if classes == 200 else " (Mini-Kinetics has 200)"))
     if any(summary["skipped"].values()):
         click.echo(f"skipped entries, one per line: {out / P.SKIPPED_FILE}")
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
-@click.option("--batches", default=8, show_default=True, help="Timed batches per loader (after one warm-up).")
-@click.option("--repeats", default=3, show_default=True, help="Interleaved runs per loader; medians are reported.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_data(config_file, json_path, batches, repeats, args):
-    """Decode and augment the configured training list with each backend and with a TSM-style
-    baseline loader (PyAV + PIL in DataLoader workers); print videos/s, frames/s, skips, ratio.
-
-    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
-    """
-    from s2d_fast.bench.data import bench_data as run
-    from s2d_fast.cli import _load, _run  # at call time: the CLI imports this module
-
-    _run(lambda: run(_load(config_file, args), num_batches=batches, json_path=json_path, repeats=repeats))

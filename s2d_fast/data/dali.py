@@ -27,45 +27,20 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from s2d_fast.data.loader import EpochSampler, VideoDataset, VideoReadError, check_file
-from s2d_fast.data.transforms import scaled_size, spatial_plan
+from .dataset import VideoDataset
+from .decoders import VideoReadError, frames_if_short, probe_video
+from .samplers import EpochSampler
+from .transforms import scaled_size, spatial_plan
 
 logger = logging.getLogger(__name__)
 
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 GPU_CODECS = CPU_CODECS | {"h264", "hevc", "av1", "mpeg4"}
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    codec: str
-    width: int
-    height: int
-    num_frames: int
-
-
-@functools.lru_cache(maxsize=None)
-def probe_video(path: str) -> VideoInfo:
-    """Codec, size and frame count (packets, no decoding) of a video file; cached per path."""
-    check_file(path)
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            count = sum(1 for packet in container.demux(stream) if packet.size)
-            info = VideoInfo(stream.codec_context.name, stream.width, stream.height, count)
-    except (av.FFmpegError, OSError, ValueError) as err:
-        raise VideoReadError(f"{path}: cannot decode: {err}") from err
-    if info.num_frames == 0 or not info.width:
-        raise VideoReadError(f"{path}: no frames could be decoded")
-    return info
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,17 +140,11 @@ class DaliLoader:
 
     def _read_frames(self, folder: str, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int, int]:
         template = self.dataset.frame_template
-        files = [os.path.join(folder, template.format(int(i) + 1)) for i in range(int(indices.max()) + 1)]
-        available = len(files)
-        if not os.path.isfile(files[-1]):
-            prefix, _, rest = template.partition("{")
-            suffix = rest.partition("}")[2]
-            available = sum(1 for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(suffix))
-            if available == 0:
-                raise VideoReadError(f"{folder}: no frames named like {template.format(1)}")
-        width, height = _folder_size(files[0])
+        last = int(indices.max())
+        available = frames_if_short(folder, template, last) or last + 1
+        width, height = _folder_size(os.path.join(folder, template.format(1)))
         wanted, frame_of = np.unique(np.minimum(indices, available - 1), return_inverse=True)
-        data = [np.fromfile(files[int(i)], np.uint8) for i in wanted]  # each file read once
+        data = [np.fromfile(os.path.join(folder, template.format(int(i) + 1)), np.uint8) for i in wanted]  # each once
         return data, frame_of.reshape(-1), available, width, height
 
     def _route_once(self, codec: str) -> None:

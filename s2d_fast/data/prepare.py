@@ -20,7 +20,10 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from s2d_fast.data.transforms import scaled_size
+from s2d_fast.errors import UserError
+
+from .decoders import TSN_FRAME_TEMPLATE, frames_at
+from .transforms import scaled_size
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 PARTIAL = ".partial"
@@ -53,7 +56,7 @@ def extract_one(job: tuple) -> tuple[str, str, str]:
     return name, "done", str(count)
 
 
-def extract_frames(video_dir, out_dir, *, template: str = "img_{:05d}.jpg", short_side: int = 0,
+def extract_frames(video_dir, out_dir, *, template: str = TSN_FRAME_TEMPLATE, short_side: int = 0,
                    quality: int = 95, workers: int = 0, progress: bool = True) -> dict:
     """Extract every video under `video_dir` into `out_dir/<its sub-folders>/<video stem>/`; returns the summary
     `{"done": [...], "skipped": [...], "failed": [{"video", "reason"}]}`."""
@@ -80,27 +83,6 @@ def _track(results, bar):
     for result in results:
         bar.update()
         yield result
-
-
-def count_frames(folder: Path, template: str) -> int:
-    prefix, _, rest = template.partition("{")
-    suffix = rest.partition("}")[2]
-    return sum(1 for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(suffix))
-
-
-def probe_frames(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for packet in container.demux(video=0) if packet.size)
-
-
-def frames_at(path: Path, template: str) -> int:
-    """Frames of a frame folder (files named like `template`) or of a video file; 0 if unreadable."""
-    if path.is_dir():
-        return count_frames(path, template)
-    try:
-        return probe_frames(path)
-    except (av.FFmpegError, OSError, ValueError):
-        return 0
 
 
 def write_list(rows, root: Path, out: Path, template: str, skipped: Counter) -> int:
@@ -191,7 +173,7 @@ REPEATED = "repeated in the split file"
 SKIPPED_FILE = "mini_kinetics_skipped.txt"
 
 
-class SplitFileError(ValueError):
+class SplitFileError(UserError, ValueError):
     """A malformed line of a split file; the message starts with `file:line:`."""
 
 
@@ -353,7 +335,7 @@ def _label_map(entries: list[SplitEntry]) -> list[str]:
     return [by_label[i][0] for i in range(len(by_label))]
 
 
-def mini_kinetics_lists(root: Path, splits, out: Path, *, csvs=(), template: str = "img_{:05d}.jpg",
+def mini_kinetics_lists(root: Path, splits, out: Path, *, csvs=(), template: str = TSN_FRAME_TEMPLATE,
                         progress: bool = True) -> dict:
     """Write the TSN list files of Mini-Kinetics from its split files.
 

@@ -41,6 +41,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from .decoders import TSN_FRAME_TEMPLATE
+
 logger = logging.getLogger(__name__)
 
 VERSION = 2  # bump when the rendering changes: cached datasets of another version are rebuilt
@@ -78,7 +80,7 @@ CLASSES = tuple(f"{group}-{detail}" for group in GROUPS for detail in DETAILS)
 SPLITS = {"train": 0, "val": 1}
 
 FORMATS = ("webm", "mp4", "frames")
-FRAME_TEMPLATE = "img_{:05d}.jpg"  # TSN naming, 1-based
+FRAME_TEMPLATE = TSN_FRAME_TEMPLATE
 # Constant quality with headroom: a 2-px pattern still matches its template after decoding at
 # crf 32 in both codecs (the tests decode and check). One encoder thread: the generator already
 # runs one process per core.
@@ -369,15 +371,27 @@ def read_meta(root: str | os.PathLike) -> dict | None:
         return None
 
 
-def ensure_synthetic(cfg) -> Path:
-    """The built-in dataset for `cfg` under DATA.CACHE_DIR, generated on first use."""
+def _cache_root(cfg) -> tuple[Path, dict]:
+    """Where DATA.CACHE_DIR keeps the built-in dataset of `cfg`, and the meta it must have."""
     syn = cfg.SYNTHETIC
     meta = _meta(syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, syn.FRAME_SIZE, syn.NUM_FRAMES)
     name = (f"synthetic-v{VERSION}-{syn.FORMAT}-seed{syn.SEED}-{syn.NUM_TRAIN}+{syn.NUM_VAL}"
             f"-{syn.FRAME_SIZE}px-{syn.NUM_FRAMES}f")
-    root = Path(cfg.DATA.CACHE_DIR).expanduser() / name
+    return Path(cfg.DATA.CACHE_DIR).expanduser() / name, meta
+
+
+def is_cached(cfg) -> bool:
+    """Whether the built-in dataset of `cfg` is already generated under DATA.CACHE_DIR."""
+    root, meta = _cache_root(cfg)
+    return read_meta(root) == meta
+
+
+def ensure_synthetic(cfg) -> Path:
+    """The built-in dataset for `cfg` under DATA.CACHE_DIR, generated on first use."""
+    root, meta = _cache_root(cfg)
     if read_meta(root) == meta:
         return root
+    syn = cfg.SYNTHETIC
     logger.info("generating the built-in synthetic dataset (%d videos) in %s", syn.NUM_TRAIN + syn.NUM_VAL, root)
     return generate_synthetic(root, syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, progress=True,
                               frame_size=syn.FRAME_SIZE, num_frames=syn.NUM_FRAMES)

@@ -1,4 +1,4 @@
-"""Where each view of a sample comes from: frame indices per clip and crop boxes per crop.
+"""Where each view of a sample comes from in space: crop boxes, their resize, the flip.
 
 Both backends draw the same plan from the same per-sample generator (seeded by (RNG_SEED,
 epoch, index)), in the same order (frame offsets, crop, flip), so PyAV and DALI read the same
@@ -11,13 +11,9 @@ already that size).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from s2d_fast.config import ConfigError
 
 # TSM's GroupMultiScaleCrop: crop sides as fractions of the short side, neighbouring scales may
 # pair up for width and height (max_distort 1), offsets on a 5x5 grid's 13 fixed points.
@@ -25,29 +21,11 @@ MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 MAX_DISTORT = 1
 
 
-@dataclass(frozen=True)
-class SamplePlan:
-    indices: np.ndarray  # int64 (num_clips * T,): clip after clip
-    n_valid: int
-    boxes: tuple[tuple[int, int, int, int], ...]  # one (y, x, h, w) per spatial crop
-    flip: bool
-
-
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side resized to `short_side`."""
     if height <= width:
         return max(1, round(width * short_side / height)), short_side
     return short_side, max(1, round(height * short_side / width))
-
-
-def clip_indices(num_frames: int, num_segments: int, num_clips: int) -> tuple[np.ndarray, int]:
-    """Evaluation indices of `num_clips` clips: clip c takes the point (c + 1/2) / num_clips of
-    the way through each segment (one clip: the segment centres). Returns `(num_clips * T,)`."""
-    if num_frames < num_segments:
-        return np.tile(np.minimum(np.arange(num_segments), num_frames - 1), num_clips), num_frames
-    t = np.arange(num_segments, dtype=np.int64)
-    clips = [(2 * num_clips * t + 2 * c + 1) * num_frames // (2 * num_clips * num_segments) for c in range(num_clips)]
-    return np.concatenate(clips), num_segments
 
 
 def _fixed_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
@@ -102,22 +80,3 @@ def apply_boxes(frames: np.ndarray, boxes, crop_size: int, flip: bool) -> torch.
                                  antialias=True).round_().clamp_(0, 255).to(torch.uint8)
         views.append(view.flip(-1) if flip else view)
     return torch.stack(views).contiguous()
-
-
-def read_label_map(path: str) -> dict[int, int]:
-    """`a b` lines: class a seen mirrored is class b (and b mirrored is a), e.g. Something-Something's
-    "pushing left to right" and "pushing right to left"."""
-    mapping: dict[int, int] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                a, b = (int(v) for v in fields)
-            except ValueError:
-                raise ConfigError(
-                    f"DATA.FLIP_LABEL_MAP {path}:{lineno}: expected two class numbers `a b`, got {line.strip()!r}"
-                ) from None
-            mapping[a], mapping[b] = b, a
-    return mapping

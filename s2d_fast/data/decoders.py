@@ -1,0 +1,192 @@
+"""Reading frames: video files with PyAV, folders of JPEG frames with PIL, and the one frame
+counter and the one probe the package uses for both.
+
+A frame folder holds one JPEG per frame named `template.format(i)` for i = 1, 2, ... (TSN's
+numbering, `TSN_FRAME_TEMPLATE` unless the dataset says otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from s2d_fast.errors import UserError
+
+from .transforms import scaled_size
+
+TSN_FRAME_TEMPLATE = "img_{:05d}.jpg"
+
+# Seek only when the first wanted frame is this far in: decoding from the start is cheaper than a
+# seek (which lands on the previous keyframe anyway) for short clips.
+SEEK_MIN_FRAMES = 64
+
+
+class VideoReadError(UserError, RuntimeError):
+    """One video or frame folder that cannot be read; the message names the path and the reason."""
+
+
+def check_file(path: str) -> None:
+    """The two failures worth naming plainly before a decoder words them its own way."""
+    if not os.path.isfile(path):
+        raise VideoReadError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(f"{path}: empty file")
+
+
+# --- counting -------------------------------------------------------------------------------
+
+
+def count_frames(folder: str | os.PathLike, template: str) -> int:
+    """Files of `folder` named like `template` (its text before and after the `{...}` field)."""
+    prefix, _, rest = template.partition("{")
+    suffix = rest.partition("}")[2]
+    return sum(1 for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(suffix))
+
+
+def frames_if_short(folder: str | os.PathLike, template: str, last: int) -> int | None:
+    """None when the frame folder has frame `last` (0-based), else how many frames it has; a
+    folder with none named like `template` raises VideoReadError."""
+    if os.path.isfile(os.path.join(folder, template.format(last + 1))):
+        return None
+    available = count_frames(folder, template)
+    if available == 0:
+        raise VideoReadError(f"{folder}: no frames named like {template.format(1)}")
+    return available
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str
+    width: int
+    height: int
+    num_frames: int
+
+
+@functools.lru_cache(maxsize=None)
+def probe_video(path: str) -> VideoInfo:
+    """Codec, size and frame count (packets, no decoding) of a video file; cached per path."""
+    check_file(path)
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            count = sum(1 for packet in container.demux(stream) if packet.size)
+            info = VideoInfo(stream.codec_context.name, stream.width, stream.height, count)
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise VideoReadError(f"{path}: cannot decode: {err}") from err
+    if info.num_frames == 0 or not info.width:
+        raise VideoReadError(f"{path}: no frames could be decoded")
+    return info
+
+
+def frames_at(path: Path, template: str) -> int:
+    """Frames of a frame folder (files named like `template`) or of a video file; 0 if unreadable."""
+    if path.is_dir():
+        return count_frames(path, template)
+    try:
+        return probe_video(str(path)).num_frames
+    except VideoReadError:
+        return 0
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+class _NoTimestamps(Exception):
+    """After a seek, frames without timestamps cannot be numbered: decode from the start."""
+
+
+def _decode_pass(path: str, wanted: np.ndarray, short_side: int, seek: bool) -> tuple[dict, int | None]:
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise VideoReadError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_count = 1  # DataLoader workers are the parallelism
+        rate = stream.average_rate or stream.guessed_rate
+        base = stream.time_base
+        start = stream.start_time or 0
+        seeked = bool(seek and rate and base and wanted[0] >= SEEK_MIN_FRAMES)
+        if seeked:
+            container.seek(start + int(wanted[0] / rate / base), stream=stream, backward=True, any_frame=False)
+        frames: dict[int, np.ndarray] = {}
+        pending = 0  # wanted[pending] is the next frame still to find
+        last = last_index = size = None
+        for count, frame in enumerate(container.decode(stream)):
+            if frame.pts is not None and rate and base:
+                index = round(float((frame.pts - start) * base * rate))
+            elif seeked:
+                raise _NoTimestamps
+            else:
+                index = count
+            if size is None:
+                size = scaled_size(frame.width, frame.height, short_side)
+            image = None
+            # Each wanted frame takes the first decoded frame at or after it (gaps in the timestamps).
+            while pending < len(wanted) and wanted[pending] <= index:
+                if image is None:
+                    image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
+                frames[int(wanted[pending])] = image
+                pending += 1
+            last, last_index = frame, index
+            if pending == len(wanted):
+                return frames, None
+        if last is None:
+            raise VideoReadError(f"{path}: no frames could be decoded")
+        # Shorter than listed: the missing frames are the last one (the list's count is a hint).
+        image = last.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
+        for w in wanted[pending:]:
+            frames[int(w)] = image
+        return frames, last_index + 1
+
+
+def decode_video(path: str | os.PathLike, indices: np.ndarray, short_side: int) -> tuple[np.ndarray, int | None]:
+    """Frames `uint8 (len(indices), H, W, 3)` at `indices`, short side resized to `short_side`,
+    decoding only up to the last one; and the real frame count if the video ended early, else None."""
+    path = str(path)
+    check_file(path)
+    wanted = np.unique(indices)
+    try:
+        try:
+            frames, available = _decode_pass(path, wanted, short_side, seek=True)
+        except _NoTimestamps:
+            frames, available = _decode_pass(path, wanted, short_side, seek=False)
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise VideoReadError(f"{path}: cannot decode: {err}") from err
+    return np.stack([frames[int(i)] for i in indices]), available
+
+
+def read_frames(
+    folder: str | os.PathLike, indices: np.ndarray, short_side: int, template: str
+) -> tuple[np.ndarray, int | None]:
+    """The same from a folder of JPEGs named `template.format(i + 1)` (TSN numbering is 1-based)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoReadError(f"{folder}: no such frame folder")
+    # Fewer frames than listed: clamp to what there is, as for a video that ends early.
+    available = frames_if_short(folder, template, int(indices.max()))
+    if available is not None:
+        indices = np.minimum(indices, available - 1)
+    images = {}
+    for i in np.unique(indices):
+        file = folder / template.format(int(i) + 1)
+        try:
+            with Image.open(file) as image:
+                size = scaled_size(*image.size, short_side)
+                image.draft("RGB", size)  # JPEG decodes at 1/2, 1/4 or 1/8 scale when that is enough
+                image = image.convert("RGB")
+                if image.size != size:
+                    image = image.resize(size, Image.BILINEAR)
+                images[int(i)] = np.asarray(image)
+        except OSError as err:
+            raise VideoReadError(f"{file}: cannot read: {err}") from err
+    try:
+        return np.stack([images[int(i)] for i in indices]), available
+    except ValueError as err:
+        raise VideoReadError(f"{folder}: frames of different sizes: {err}") from err
