@@ -7,11 +7,10 @@ statistics are negligible); see `gather_frames_bytes`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
-import triton
-import triton.language as tl
 
 from ._backend import resolve_backend
 
@@ -123,50 +122,50 @@ def _gather_frames_torch(
     return out.to(out_dtype)
 
 
-@triton.jit
-def _gather_frames_kernel(
-    frames_ptr, index_ptr, weight_ptr, mean_ptr, std_ptr, out_ptr,
-    T, K, P, frame_numel, plane, scale,
-    HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # Axis 0 is one output frame (b, k), axis 1 a block of its C*H*W values.
-    bk = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < frame_numel
-    b = bk // K
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for p in range(P):
-        idx = tl.load(index_ptr + bk * P + p)
-        # The host rejects out-of-range indices; masking here as well means a bad index can
-        # never read memory outside the clip.
-        ok = (idx >= 0) & (idx < T)
-        src = frames_ptr + (b * T + idx).to(tl.int64) * frame_numel
-        v = tl.load(src + offs, mask=mask & ok, other=0).to(tl.float32)
-        if HAS_WEIGHT:
-            v *= tl.load(weight_ptr + bk * P + p).to(tl.float32)
-        acc += v
-    acc *= scale
-    if HAS_NORM:
-        c = offs // plane
-        acc = (acc - tl.load(mean_ptr + c, mask=mask, other=0.0)) / tl.load(std_ptr + c, mask=mask, other=1.0)
-    tl.store(out_ptr + bk.to(tl.int64) * frame_numel + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+@functools.cache
+def _gather_kernel():
+    """The Triton kernel, defined (and Triton imported) at its first launch."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gather_frames_kernel(
+        frames_ptr, index_ptr, weight_ptr, mean_ptr, std_ptr, out_ptr,
+        T, K, P, frame_numel, plane, scale,
+        HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        # Axis 0 is one output frame (b, k), axis 1 a block of its C*H*W values.
+        bk = tl.program_id(0)
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < frame_numel
+        b = bk // K
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for p in range(P):
+            idx = tl.load(index_ptr + bk * P + p)
+            # The host rejects out-of-range indices; masking here as well means a bad index can
+            # never read memory outside the clip.
+            ok = (idx >= 0) & (idx < T)
+            src = frames_ptr + (b * T + idx).to(tl.int64) * frame_numel
+            v = tl.load(src + offs, mask=mask & ok, other=0).to(tl.float32)
+            if HAS_WEIGHT:
+                v *= tl.load(weight_ptr + bk * P + p).to(tl.float32)
+            acc += v
+        acc *= scale
+        if HAS_NORM:
+            c = offs // plane
+            acc = (acc - tl.load(mean_ptr + c, mask=mask, other=0.0)) / tl.load(std_ptr + c, mask=mask, other=1.0)
+        tl.store(out_ptr + bk.to(tl.int64) * frame_numel + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    return gather_frames_kernel, triton.cdiv
 
 
-@torch.library.custom_op("s2d_fast::gather_frames", mutates_args=())
-def _gather_frames_triton(
-    frames: torch.Tensor,
-    index: torch.Tensor,
-    weight: torch.Tensor | None,
-    mean: torch.Tensor | None,
-    std: torch.Tensor | None,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
+def _gather_frames_triton(frames, index, weight, mean, std, out_dtype) -> torch.Tensor:
+    kernel, cdiv = _gather_kernel()
     frames = frames.contiguous()
     b, t, c, h, w = frames.shape
     k, p = index.shape[1:]
     out = torch.empty((b, k, c, h, w), dtype=out_dtype, device=frames.device)
-    grid = (b * k, triton.cdiv(c * h * w, BLOCK))
-    _gather_frames_kernel[grid](
+    kernel[(b * k, cdiv(c * h * w, BLOCK))](
         frames, index, weight, mean, std, out,
         t, k, p, c * h * w, h * w, _scale(frames.dtype),
         HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
@@ -174,14 +173,27 @@ def _gather_frames_triton(
     return out
 
 
-@_gather_frames_triton.register_fake
-def _(frames, index, weight, mean, std, out_dtype):
+@torch.library.custom_op("s2d_fast::gather_frames", mutates_args=())
+def _gather_frames_op(
+    frames: torch.Tensor,
+    index: torch.Tensor,
+    weight: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    std: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    use_triton: bool,
+) -> torch.Tensor:
+    return (_gather_frames_triton if use_triton else _gather_frames_torch)(frames, index, weight, mean, std, out_dtype)
+
+
+@_gather_frames_op.register_fake
+def _(frames, index, weight, mean, std, out_dtype, use_triton):
     b, _, c, h, w = frames.shape
     return frames.new_empty((b, index.shape[1], c, h, w), dtype=out_dtype)
 
 
 def _gather_frames_setup(ctx, inputs, output):
-    frames, index, weight, _, std, _ = inputs
+    frames, index, weight, _, std, _, _ = inputs
     ctx.save_for_backward(frames, index, weight, std)
 
 
@@ -205,10 +217,10 @@ def _gather_frames_backward(ctx, grad):
         # of the clip once and pick each tap's entry.
         dots = torch.bmm(g, frames.reshape(b, t, c * h * w).float().transpose(1, 2))
         grad_weight = dots.gather(2, index).to(weight.dtype)
-    return grad_frames, None, grad_weight, None, None, None
+    return grad_frames, None, grad_weight, None, None, None, None
 
 
-_gather_frames_triton.register_autograd(_gather_frames_backward, setup_context=_gather_frames_setup)
+_gather_frames_op.register_autograd(_gather_frames_backward, setup_context=_gather_frames_setup)
 
 
 def _check_gather_args(
@@ -270,11 +282,13 @@ def gather_frames(
     shape of `index`, or None for all ones. With per-channel `mean` and `std` the result is
     `(out - mean) / std`. Returns `(B, K, C, H, W)` in `out_dtype` (float32 by default).
     Differentiable with respect to float `frames` and to `weight`. `backend`: None/"auto"
-    (Triton for CUDA tensors, torch otherwise), "triton" or "torch".
+    (Triton for CUDA tensors, torch otherwise), "triton" or "torch". Eager calls go through the
+    custom op `s2d_fast::gather_frames`; under torch.compile the torch path is plain torch ops.
     """
     index, weight, mean, std, out_dtype = _check_gather_args(
         "gather_frames", frames, index, weight, mean, std, out_dtype
     )
-    if resolve_backend(backend, frames.device) == "triton":
-        return _gather_frames_triton(frames, index, weight, mean, std, out_dtype)
-    return _gather_frames_torch(frames, index, weight, mean, std, out_dtype)
+    use_triton = resolve_backend(backend, frames.device) == "triton"
+    if not use_triton and torch.compiler.is_compiling():
+        return _gather_frames_torch(frames, index, weight, mean, std, out_dtype)
+    return _gather_frames_op(frames, index, weight, mean, std, out_dtype, use_triton)

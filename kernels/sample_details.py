@@ -9,10 +9,10 @@ see `sample_details_bytes`.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from ._backend import resolve_backend
 from .gather_frames import Stats, _check_gather_args, _scale, gather_frames_reference
@@ -79,66 +79,93 @@ def sample_details_bytes(
     return reads + b * index_shape[1] * c * out_size * out_size * out_itemsize
 
 
-@triton.jit
-def _sample_details_kernel(
-    frames_ptr, index_ptr, weight_ptr, centers_ptr, strides_ptr, mean_ptr, std_ptr, out_ptr,
-    T, K, P, C, H, W, S, scale,
-    HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # Axis 0 is one detail frame (b, k), axis 1 a block of its C*S*S outputs.
-    bk = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < C * S * S
-    c = offs // (S * S)
-    i = (offs // S) % S
-    j = offs % S
-    half = (S - 1) * 0.5
-    x = tl.load(centers_ptr + bk * 2).to(tl.float32) + (j - half) * tl.load(strides_ptr + bk * 2).to(tl.float32)
-    y = tl.load(centers_ptr + bk * 2 + 1).to(tl.float32) + (i - half) * tl.load(strides_ptr + bk * 2 + 1).to(tl.float32)
-    # Beyond one pixel outside the frame every corner is padding, so clamping there changes no
-    # weight and keeps the integer conversion in range.
-    x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
-    y = tl.minimum(tl.maximum(y, -2.0), H + 1.0)
-    x0f = tl.floor(x)
-    y0f = tl.floor(y)
-    wx1 = x - x0f
-    wy1 = y - y0f
-    x0 = x0f.to(tl.int32)
-    y0 = y0f.to(tl.int32)
-    in_x0 = (x0 >= 0) & (x0 < W)
-    in_x1 = (x0 + 1 >= 0) & (x0 + 1 < W)
-    in_y0 = (y0 >= 0) & (y0 < H)
-    in_y1 = (y0 + 1 >= 0) & (y0 + 1 < H)
-    w00 = tl.where(in_y0 & in_x0, (1 - wy1) * (1 - wx1), 0.0)
-    w01 = tl.where(in_y0 & in_x1, (1 - wy1) * wx1, 0.0)
-    w10 = tl.where(in_y1 & in_x0, wy1 * (1 - wx1), 0.0)
-    w11 = tl.where(in_y1 & in_x1, wy1 * wx1, 0.0)
-    pix = (c * H + y0) * W + x0
-    b = bk // K
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for p in range(P):
-        idx = tl.load(index_ptr + bk * P + p)
-        ok = mask & (idx >= 0) & (idx < T)
-        src = frames_ptr + (b * T + idx).to(tl.int64) * C * H * W + pix
-        v = w00 * tl.load(src, mask=ok & in_y0 & in_x0, other=0).to(tl.float32)
-        v += w01 * tl.load(src + 1, mask=ok & in_y0 & in_x1, other=0).to(tl.float32)
-        v += w10 * tl.load(src + W, mask=ok & in_y1 & in_x0, other=0).to(tl.float32)
-        v += w11 * tl.load(src + W + 1, mask=ok & in_y1 & in_x1, other=0).to(tl.float32)
-        if HAS_WEIGHT:
-            v *= tl.load(weight_ptr + bk * P + p).to(tl.float32)
-        acc += v
-    acc *= scale
-    if HAS_NORM:
-        # Padding is zero after normalisation (as grid_sample on the normalised frames), so only
-        # the corners inside the frame carry the mean.
-        inside = w00 + w01 + w10 + w11
-        m = tl.load(mean_ptr + c, mask=mask, other=0.0)
-        acc = (acc - m * inside) / tl.load(std_ptr + c, mask=mask, other=1.0)
-    tl.store(out_ptr + bk.to(tl.int64) * C * S * S + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+@functools.cache
+def _sample_kernel():
+    """The Triton kernel, defined (and Triton imported) at its first launch."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def sample_details_kernel(
+        frames_ptr, index_ptr, weight_ptr, centers_ptr, strides_ptr, mean_ptr, std_ptr, out_ptr,
+        T, K, P, C, H, W, S, scale,
+        HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        # Axis 0 is one detail frame (b, k), axis 1 a block of its C*S*S outputs.
+        bk = tl.program_id(0)
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < C * S * S
+        c = offs // (S * S)
+        i = (offs // S) % S
+        j = offs % S
+        half = (S - 1) * 0.5
+        x = tl.load(centers_ptr + bk * 2).to(tl.float32) + (j - half) * tl.load(strides_ptr + bk * 2).to(tl.float32)
+        y = tl.load(centers_ptr + bk * 2 + 1).to(tl.float32) + (i - half) * tl.load(strides_ptr + bk * 2 + 1).to(tl.float32)
+        # Beyond one pixel outside the frame every corner is padding, so clamping there changes no
+        # weight and keeps the integer conversion in range.
+        x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
+        y = tl.minimum(tl.maximum(y, -2.0), H + 1.0)
+        x0f = tl.floor(x)
+        y0f = tl.floor(y)
+        wx1 = x - x0f
+        wy1 = y - y0f
+        x0 = x0f.to(tl.int32)
+        y0 = y0f.to(tl.int32)
+        in_x0 = (x0 >= 0) & (x0 < W)
+        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < W)
+        in_y0 = (y0 >= 0) & (y0 < H)
+        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < H)
+        w00 = tl.where(in_y0 & in_x0, (1 - wy1) * (1 - wx1), 0.0)
+        w01 = tl.where(in_y0 & in_x1, (1 - wy1) * wx1, 0.0)
+        w10 = tl.where(in_y1 & in_x0, wy1 * (1 - wx1), 0.0)
+        w11 = tl.where(in_y1 & in_x1, wy1 * wx1, 0.0)
+        pix = (c * H + y0) * W + x0
+        b = bk // K
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for p in range(P):
+            idx = tl.load(index_ptr + bk * P + p)
+            ok = mask & (idx >= 0) & (idx < T)
+            src = frames_ptr + (b * T + idx).to(tl.int64) * C * H * W + pix
+            v = w00 * tl.load(src, mask=ok & in_y0 & in_x0, other=0).to(tl.float32)
+            v += w01 * tl.load(src + 1, mask=ok & in_y0 & in_x1, other=0).to(tl.float32)
+            v += w10 * tl.load(src + W, mask=ok & in_y1 & in_x0, other=0).to(tl.float32)
+            v += w11 * tl.load(src + W + 1, mask=ok & in_y1 & in_x1, other=0).to(tl.float32)
+            if HAS_WEIGHT:
+                v *= tl.load(weight_ptr + bk * P + p).to(tl.float32)
+            acc += v
+        acc *= scale
+        if HAS_NORM:
+            # Padding is zero after normalisation (as grid_sample on the normalised frames), so only
+            # the corners inside the frame carry the mean.
+            inside = w00 + w01 + w10 + w11
+            m = tl.load(mean_ptr + c, mask=mask, other=0.0)
+            acc = (acc - m * inside) / tl.load(std_ptr + c, mask=mask, other=1.0)
+        tl.store(out_ptr + bk.to(tl.int64) * C * S * S + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    return sample_details_kernel, triton.cdiv
+
+
+def _sample_details_triton(frames, index, weight, centers, strides, out_size, mean, std, out_dtype) -> torch.Tensor:
+    kernel, cdiv = _sample_kernel()
+    frames = frames.contiguous()
+    b, t, c, h, w = frames.shape
+    k, p = index.shape[1:]
+    out = torch.empty((b, k, c, out_size, out_size), dtype=out_dtype, device=frames.device)
+    kernel[(b * k, cdiv(c * out_size * out_size, BLOCK))](
+        frames, index, weight, centers.contiguous(), strides.contiguous(), mean, std, out,
+        t, k, p, c, h, w, out_size, _scale(frames.dtype),
+        HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
+    )
+    return out
+
+
+def _sample_details_torch(frames, index, weight, centers, strides, out_size, mean, std, out_dtype) -> torch.Tensor:
+    return sample_details_reference(frames, index, weight, centers, strides, out_size, mean=mean, std=std,
+                                    out_dtype=out_dtype)
 
 
 @torch.library.custom_op("s2d_fast::sample_details", mutates_args=())
-def _sample_details_triton(
+def _sample_details_op(
     frames: torch.Tensor,
     index: torch.Tensor,
     weight: torch.Tensor | None,
@@ -148,22 +175,14 @@ def _sample_details_triton(
     mean: torch.Tensor | None,
     std: torch.Tensor | None,
     out_dtype: torch.dtype,
+    use_triton: bool,
 ) -> torch.Tensor:
-    frames = frames.contiguous()
-    b, t, c, h, w = frames.shape
-    k, p = index.shape[1:]
-    out = torch.empty((b, k, c, out_size, out_size), dtype=out_dtype, device=frames.device)
-    grid = (b * k, triton.cdiv(c * out_size * out_size, BLOCK))
-    _sample_details_kernel[grid](
-        frames, index, weight, centers.contiguous(), strides.contiguous(), mean, std, out,
-        t, k, p, c, h, w, out_size, _scale(frames.dtype),
-        HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
-    )
-    return out
+    impl = _sample_details_triton if use_triton else _sample_details_torch
+    return impl(frames, index, weight, centers, strides, out_size, mean, std, out_dtype)
 
 
-@_sample_details_triton.register_fake
-def _(frames, index, weight, centers, strides, out_size, mean, std, out_dtype):
+@_sample_details_op.register_fake
+def _(frames, index, weight, centers, strides, out_size, mean, std, out_dtype, use_triton):
     b, _, c, _, _ = frames.shape
     return frames.new_empty((b, index.shape[1], c, out_size, out_size), dtype=out_dtype)
 
@@ -203,8 +222,7 @@ def sample_details(
             raise ValueError(f"sample_details: {name} must be float of shape ({b}, {k}, 2), got {v.dtype} {tuple(v.shape)}")
     if out_size < 1:
         raise ValueError(f"sample_details: out_size must be positive, got {out_size}")
-    if resolve_backend(backend, frames.device) == "triton":
-        return _sample_details_triton(frames, index, weight, centers, strides, out_size, mean, std, out_dtype)
-    return sample_details_reference(
-        frames, index, weight, centers, strides, out_size, mean=mean, std=std, out_dtype=out_dtype
-    )
+    use_triton = resolve_backend(backend, frames.device) == "triton"
+    if not use_triton and torch.compiler.is_compiling():
+        return _sample_details_torch(frames, index, weight, centers, strides, out_size, mean, std, out_dtype)
+    return _sample_details_op(frames, index, weight, centers, strides, out_size, mean, std, out_dtype, use_triton)

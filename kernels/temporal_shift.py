@@ -7,9 +7,9 @@ element that is not shifted in from beyond the clip is read once,
 
 from __future__ import annotations
 
+import functools
+
 import torch
-import triton
-import triton.language as tl
 
 from ._backend import resolve_backend
 
@@ -49,7 +49,8 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 def _shift_torch(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> torch.Tensor:
     """One pass: every output element is written exactly once (the reference writes the zeros first).
 
-    `reverse` swaps the two directions, which is the backward of the forward shift.
+    `reverse` swaps the two directions, which is the backward of the forward shift. Plain torch
+    ops (slice copies autograd can differentiate), so that torch.compile sees through it.
     """
     x = _dense(x)
     nt, c, h, w = x.shape
@@ -67,69 +68,71 @@ def _shift_torch(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> t
     return out
 
 
-class _TemporalShiftTorch(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, n_segment: int, fold: int) -> torch.Tensor:
-        ctx.n_segment, ctx.fold = n_segment, fold
-        return _shift_torch(x, n_segment, fold, reverse=False)
+@functools.cache
+def _shift_kernel():
+    """The Triton kernel, defined (and Triton imported) at its first launch: the torch path
+    needs no Triton, which exists on Linux only."""
+    import triton
+    import triton.language as tl
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _shift_torch(grad, ctx.n_segment, ctx.fold, reverse=True), None, None
+    @triton.jit
+    def temporal_shift_kernel(
+        x_ptr, out_ptr, n_segment, frame_numel, channel_stride, C, fold,
+        REVERSE: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        # Axis 0 walks frames (n * n_segment + t), axis 1 blocks within a frame, so the per-element
+        # index arithmetic stays in 32 bits; the layout only changes how a channel is found.
+        frame = tl.program_id(0)
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < frame_numel
+        c = (offs // channel_stride) % C
+        dt = tl.where(c < fold, 1, tl.where(c < 2 * fold, -1, 0))
+        if REVERSE:
+            dt = -dt
+        src_t = frame % n_segment + dt
+        # What would come from beyond either end of the clip reads nothing and stores zero.
+        valid = mask & (src_t >= 0) & (src_t < n_segment)
+        base = frame.to(tl.int64) * frame_numel
+        v = tl.load(x_ptr + base + dt * frame_numel + offs, mask=valid, other=0)
+        tl.store(out_ptr + base + offs, v, mask=mask)
 
-
-@triton.jit
-def _temporal_shift_kernel(
-    x_ptr, out_ptr, n_segment, frame_numel, channel_stride, C, fold,
-    REVERSE: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # Axis 0 walks frames (n * n_segment + t), axis 1 blocks within a frame, so the per-element
-    # index arithmetic stays in 32 bits; the layout only changes how a channel is found.
-    frame = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < frame_numel
-    c = (offs // channel_stride) % C
-    dt = tl.where(c < fold, 1, tl.where(c < 2 * fold, -1, 0))
-    if REVERSE:
-        dt = -dt
-    src_t = frame % n_segment + dt
-    # What would come from beyond either end of the clip reads nothing and stores zero.
-    valid = mask & (src_t >= 0) & (src_t < n_segment)
-    base = frame.to(tl.int64) * frame_numel
-    v = tl.load(x_ptr + base + dt * frame_numel + offs, mask=valid, other=0)
-    tl.store(out_ptr + base + offs, v, mask=mask)
+    return temporal_shift_kernel, triton.cdiv
 
 
-@torch.library.custom_op("s2d_fast::temporal_shift", mutates_args=())
-def _temporal_shift_triton(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> torch.Tensor:
+def _shift_triton(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> torch.Tensor:
+    kernel, cdiv = _shift_kernel()
     x = _dense(x)
     nt, c, h, w = x.shape
     out = torch.empty_like(x)
     frame_numel = c * h * w
     channel_stride = h * w if x.is_contiguous() else 1
-    grid = (nt, triton.cdiv(frame_numel, BLOCK))
-    _temporal_shift_kernel[grid](
-        x, out, n_segment, frame_numel, channel_stride, c, fold, REVERSE=reverse, BLOCK=BLOCK
-    )
+    kernel[(nt, cdiv(frame_numel, BLOCK))](x, out, n_segment, frame_numel, channel_stride, c, fold,
+                                           REVERSE=reverse, BLOCK=BLOCK)
     return out
 
 
-@_temporal_shift_triton.register_fake
-def _(x, n_segment, fold, reverse):
+def temporal_shift_impl(x: torch.Tensor, n_segment: int, fold: int, reverse: bool, use_triton: bool) -> torch.Tensor:
+    """What the custom op runs: the Triton kernel or the one-pass torch path."""
+    return (_shift_triton if use_triton else _shift_torch)(x, n_segment, fold, reverse)
+
+
+_temporal_shift_op = torch.library.custom_op("s2d_fast::temporal_shift", temporal_shift_impl, mutates_args=())
+
+
+@_temporal_shift_op.register_fake
+def _(x, n_segment, fold, reverse, use_triton):
     return torch.empty_like(_dense(x))
 
 
-def _temporal_shift_triton_setup(ctx, inputs, output):
-    _, ctx.n_segment, ctx.fold, ctx.reverse = inputs
+def _temporal_shift_setup(ctx, inputs, output):
+    _, ctx.n_segment, ctx.fold, ctx.reverse, ctx.use_triton = inputs
 
 
-def _temporal_shift_triton_backward(ctx, grad):
-    return _temporal_shift_triton(grad, ctx.n_segment, ctx.fold, not ctx.reverse), None, None, None
+def _temporal_shift_backward(ctx, grad):
+    return _temporal_shift_op(grad, ctx.n_segment, ctx.fold, not ctx.reverse, ctx.use_triton), None, None, None, None
 
 
-_temporal_shift_triton.register_autograd(
-    _temporal_shift_triton_backward, setup_context=_temporal_shift_triton_setup
-)
+_temporal_shift_op.register_autograd(_temporal_shift_backward, setup_context=_temporal_shift_setup)
 
 
 def temporal_shift(
@@ -142,7 +145,9 @@ def temporal_shift(
     as `temporal_shift_reference`, with the shape, dtype and memory format (contiguous or
     channels_last; any other layout comes back contiguous) of `x`. Differentiable: the backward
     is the opposite shift. `backend`: None/"auto" (Triton for CUDA tensors, torch otherwise),
-    "triton" or "torch".
+    "triton" or "torch". Eager calls go through the custom op `s2d_fast::temporal_shift` (one
+    pass, forward and backward; what fvcore's and torch's tracers record); under torch.compile
+    the torch path is plain torch ops, for Inductor to fuse.
     """
     if x.dim() != 4:
         raise ValueError(f"temporal_shift expects x of shape (N*T, C, H, W), got shape {tuple(x.shape)}")
@@ -151,6 +156,7 @@ def temporal_shift(
     if x.shape[0] % n_segment != 0:
         raise ValueError(f"temporal_shift: N*T = {x.shape[0]} is not divisible by n_segment = {n_segment}")
     fold = x.shape[1] // fold_div
-    if resolve_backend(backend, x.device) == "triton":
-        return _temporal_shift_triton(x, n_segment, fold, False)
-    return _TemporalShiftTorch.apply(x, n_segment, fold)
+    use_triton = resolve_backend(backend, x.device) == "triton"
+    if not use_triton and torch.compiler.is_compiling():
+        return _shift_torch(x, n_segment, fold, False)
+    return _temporal_shift_op(x, n_segment, fold, False, use_triton)
