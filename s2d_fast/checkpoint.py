@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read back with `torch.load(weights_only=True)`."""
+"""Checkpoints: where a run keeps them, written atomically, read back with
+`torch.load(weights_only=True)`, exported as safetensors."""
 
 from __future__ import annotations
 
@@ -10,9 +11,30 @@ from pathlib import Path
 
 import torch
 
+from s2d_fast.config import ConfigError
+from s2d_fast.errors import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing or cannot be read safely."""
+
+
+def checkpoint_path(output_dir: str | Path, stage: str, which: str = "last") -> Path:
+    """`OUTPUT_DIR/checkpoints/{stage}-{last|best}.pt`."""
+    return Path(output_dir) / "checkpoints" / f"{stage}-{which}.pt"
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path:
+    """The checkpoint evaluation takes when none is named: sampling's over warmup's, best over last."""
+    for stage in ("sampling", "warmup"):
+        for which in ("best", "last"):
+            path = checkpoint_path(output_dir, stage, which)
+            if path.is_file():
+                return path
+    raise ConfigError(
+        f"no checkpoint in {Path(output_dir) / 'checkpoints'}; train first, or name one with "
+        "--checkpoint (or TRAIN.RESUME)"
+    )
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:

@@ -1,14 +1,23 @@
-"""Models: TSM backbones (a registry of builders) and S2DNet on top of them."""
+"""Models: TSM backbones, S2DNet and the uniform baseline, created through one registry."""
 
-from .s2dnet import S2DNet, build_model, s2d_loss, synopsis
-from .tsm import TemporalShift, TSMBackbone, available_backbones, tsm_backbone
+from .backbones import BACKBONES, TemporalShift, TSMBackbone, available_backbones
+from .base import VideoModel
+from .registry import build_model, list_models, model_name, register_model, tsm_backbone
+from .s2dnet import S2DNet, s2d_loss, synopsis
+from .tsm import TSM
 
 __all__ = [
+    "BACKBONES",
     "S2DNet",
+    "TSM",
     "TSMBackbone",
     "TemporalShift",
+    "VideoModel",
     "available_backbones",
     "build_model",
+    "list_models",
+    "model_name",
+    "register_model",
     "s2d_loss",
     "synopsis",
     "tsm_backbone",

@@ -2,11 +2,13 @@
 
 Every backbone maps `(B, T, 3, H, W)` to `(B, num_classes)` by averaging frame logits (TSM's
 "avg" consensus) and exposes its stages, so that S2DNet can read the last feature map and fuse
-contextual features between stages.
+contextual features between stages. `BACKBONES` is the one table of what each architecture is:
+its builder, the widths of its stages, its ImageNet weights and how checkpoints name its layers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -14,9 +16,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from s2d_fast.config.checks import BACKBONE_STAGES
 from s2d_fast.kernels import temporal_shift
-
-from .weights import load_pretrained
 
 
 class TemporalShift(nn.Module):
@@ -50,6 +51,7 @@ class TSMBackbone(nn.Module):
 
     def __init__(
         self,
+        arch: str,
         stem: nn.Module,
         stages: list[nn.Module],
         stage_channels: list[int],
@@ -60,6 +62,7 @@ class TSMBackbone(nn.Module):
         partial_bn: bool = False,
     ):
         super().__init__()
+        self.arch = arch
         self.stem = stem
         self.stages = nn.ModuleList(stages)
         self.stage_channels = list(stage_channels)
@@ -144,65 +147,59 @@ def _shift_resnet(net: torchvision.models.ResNet, num_segments: int, shift_div: 
 
 
 def _resnet(arch: str):
-    def build(num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn):
+    def build(num_segments, shift_div, shift, backend, temporal_pool):
         net = getattr(torchvision.models, arch)()
         if shift:
             _shift_resnet(net, num_segments, shift_div, backend, temporal_pool)
-        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
-        channels = [_out_channels(layer) for layer in stages]
-        return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout, temporal_pool, partial_bn)
+        return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), [net.layer1, net.layer2, net.layer3, net.layer4]
 
     return build
 
 
-def _out_channels(layer: nn.Sequential) -> int:
-    block = layer[-1]
-    last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
-    return last_bn.num_features
-
-
-def _mobilenet_v2(num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn):
+def _mobilenet_v2(num_segments, shift_div, shift, backend, temporal_pool):
     if temporal_pool:
         raise ValueError("temporal pooling is defined for the ResNet backbones only, as in TSM")
-    net = torchvision.models.mobilenet_v2()
-    features = net.features
+    features = torchvision.models.mobilenet_v2().features
     if shift:
         for block in features:
             # TSM shifts the input of the expansion conv of every block with a shortcut.
             if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and block.use_res_connect:
                 block.conv[0] = TemporalShift(block.conv[0], num_segments, shift_div, backend)
     # Stages end where the resolution halves next: strides 4, 8, 16, 32.
-    bounds = [(0, 2), (2, 4), (4, 7), (7, 14), (14, 19)]
-    stem = features[0:2]
-    stages = [features[a:b] for a, b in bounds[1:]]
-    channels = [_mobilenet_out_channels(stage) for stage in stages]
-    return TSMBackbone(stem, stages, channels, num_segments, num_classes, dropout, False, partial_bn)
+    bounds = [(2, 4), (4, 7), (7, 14), (14, 19)]
+    return features[0:2], [features[a:b] for a, b in bounds]
 
 
-def _mobilenet_out_channels(stage: nn.Sequential) -> int:
-    bns = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
-    return bns[-1].num_features
+@dataclass(frozen=True)
+class BackboneSpec:
+    build: Callable  # (num_segments, shift_div, shift, backend, temporal_pool) -> (stem, stages)
+    stage_channels: tuple[int, ...]  # output width of each stage
+    imagenet: torchvision.models.WeightsEnum  # torchvision's ImageNet weights of the same network
+    layout: str  # how torchvision and TSM name its layers: "resnet" or "mobilenetv2" (weights.py)
 
 
-_BUILDERS = {
-    "resnet18": _resnet("resnet18"),
-    "resnet34": _resnet("resnet34"),
-    "resnet50": _resnet("resnet50"),
-    "resnet101": _resnet("resnet101"),
-    "mobilenetv2": _mobilenet_v2,
+_W = torchvision.models
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec(_resnet("resnet18"), (64, 128, 256, 512), _W.ResNet18_Weights.IMAGENET1K_V1, "resnet"),
+    "resnet34": BackboneSpec(_resnet("resnet34"), (64, 128, 256, 512), _W.ResNet34_Weights.IMAGENET1K_V1, "resnet"),
+    "resnet50": BackboneSpec(_resnet("resnet50"), (256, 512, 1024, 2048), _W.ResNet50_Weights.IMAGENET1K_V1, "resnet"),
+    "resnet101": BackboneSpec(_resnet("resnet101"), (256, 512, 1024, 2048), _W.ResNet101_Weights.IMAGENET1K_V1,
+                              "resnet"),
+    "mobilenetv2": BackboneSpec(_mobilenet_v2, (24, 32, 96, 1280), _W.MobileNet_V2_Weights.IMAGENET1K_V1,
+                                "mobilenetv2"),
 }
+assert all(len(spec.stage_channels) == BACKBONE_STAGES for spec in BACKBONES.values())
+
 
 def available_backbones() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(BACKBONES)
 
 
-def tsm_backbone(
+def build_backbone(
     arch: str,
     num_segments: int,
     num_classes: int,
     shift_div: int = 8,
-    pretrained: bool = False,
     *,
     dropout: float = 0.5,
     shift: bool = True,
@@ -210,24 +207,21 @@ def tsm_backbone(
     temporal_pool: bool = False,
     partial_bn: bool = False,
 ) -> TSMBackbone:
-    """The TSM network `arch` for clips of `num_segments` frames.
-
-    `num_classes=0` gives a feature extractor. `pretrained` loads torchvision's ImageNet
-    weights (from the local torch hub cache when offline) before the shifts are inserted.
-    """
-    if arch not in _BUILDERS:
+    """The TSM network `arch` for clips of `num_segments` frames, randomly initialised
+    (`s2d_fast.models.tsm_backbone` also loads weights). `num_classes=0` gives a feature extractor."""
+    if arch not in BACKBONES:
         raise ValueError(f"unknown backbone {arch!r}; available: {', '.join(available_backbones())}")
     if temporal_pool and num_segments % 2:
         raise ValueError(f"temporal pooling halves the frames: num_segments must be even, got {num_segments}")
-    net = _BUILDERS[arch](num_segments, num_classes, shift_div, dropout, shift, backend, temporal_pool, partial_bn)
-    if pretrained:
-        load_pretrained(net, "imagenet")
-    return net
+    spec = BACKBONES[arch]
+    stem, stages = spec.build(num_segments, shift_div, shift, backend, temporal_pool)
+    return TSMBackbone(arch, stem, stages, spec.stage_channels, num_segments, num_classes, dropout, temporal_pool,
+                       partial_bn)
 
 
 def backbone_from_config(net_cfg, num_classes: int, kernel_backend: str = "auto") -> TSMBackbone:
     """The SNET or DNET section of a config as a backbone (weights are loaded separately)."""
-    return tsm_backbone(
+    return build_backbone(
         net_cfg.ARCH,
         net_cfg.NUM_FRAMES,
         num_classes,

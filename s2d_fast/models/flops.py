@@ -5,23 +5,22 @@ flop, as the TSM paper reports (TSM-ResNet-50, 8 frames at 224: 33 GFLOPs). S2DN
 in its sampling-stage forward, f_theta active, in eval mode without gradients, so the detail
 sampler takes its inference fast path.
 
-fvcore traces with `torch.jit`, which cannot count the kernels as they run: the shift's torch
-path is an autograd Function the tracer rejects, the gather's torch path mixes every candidate
-(a `(K, T)` matrix product) where the kernel reads only the taps, and the Triton paths run on
-CUDA only. So the count swaps in plain-torch equivalents of the kernels' arithmetic: the
-temporal shift moves data and costs nothing; a frame gather is an einsum over its taps, one
-multiply-add per output element and tap. Ops fvcore has no handle for (element-wise ops,
-softmax, top-k, means) count as zero and are listed under `skipped_ops`.
+fvcore traces with `torch.jit.trace`, which records each kernel as its custom op
+(`s2d_fast::temporal_shift`, ...); `FLOP_HANDLES` tells fvcore what each costs, through its own
+`set_op_handle`: the temporal shift and the index check move data and cost nothing; a frame
+gather is one multiply-add per tap and value of the frames it reads; the fused inference
+sampler is counted as that gather (its bilinear window, like `grid_sample`, has no handle).
+`count_flops(model, inputs)` is `FlopCountAnalysis` with those handles. Ops fvcore has no
+handle for (element-wise ops, softmax, top-k, means) count as zero and are listed under
+`skipped_ops`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import textwrap
 import warnings
 from collections import Counter
-from unittest import mock
 
 import torch
 from torch import nn
@@ -32,42 +31,15 @@ with warnings.catch_warnings():
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import elementwise_flop_counter, get_shape
 
-from s2d_fast.data.datasets import DATASETS
-from s2d_fast.kernels import temporal_shift_reference
-
-from . import s2dnet, sampler, tsm
+from .registry import build_model, model_name, tsm_backbone
 from .s2dnet import S2DNet
 
-# Classes assumed when neither DATA.NUM_CLASS nor a registered DATA.DATASET gives a count.
-DEFAULT_CLASSES = 400
 
-
-def _shift(x, n_segment, fold_div=8, backend=None):
-    return temporal_shift_reference(x, n_segment, fold_div)
-
-
-def _gather(frames, index, weight=None, *, mean=None, std=None, out_dtype=None, backend=None):
-    """`gather_frames` as a traceable einsum over the taps: one MAC per output element and tap."""
-    if index.dim() == 2:
-        index = index.unsqueeze(-1)
-        weight = None if weight is None else weight.unsqueeze(-1)
-    if weight is None:
-        weight = torch.ones(index.shape, device=frames.device)
-    batch = torch.arange(frames.shape[0], device=frames.device)[:, None, None]
-    taps = frames[batch, index].float()
-    if frames.dtype == torch.uint8:
-        taps = taps / 255
-    out = torch.einsum("bkp,bkpchw->bkchw", weight.float(), taps)
-    if mean is not None:
-        out = (out - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-    return out.to(out_dtype or torch.float32)
-
-
-def _sample_details(frames, index, weight, centers, strides, out_size, *, mean=None, std=None, out_dtype=None,
-                    backend=None):
-    """The fused inference sampler as its two steps: the tap gather, then the bilinear window."""
-    mixed = _gather(frames, index, weight, mean=mean, std=std)
-    return sampler.bilinear_window(mixed, centers, strides, out_size).to(out_dtype or torch.float32)
+def _gather_flop(inputs, outputs) -> int:
+    """`s2d_fast::gather_frames` and `sample_details`: frames (B, T, C, H, W), index (B, K, P)."""
+    b, _, c, h, w = get_shape(inputs[0])
+    _, k, p = get_shape(inputs[1])
+    return b * k * p * c * h * w
 
 
 def _einsum_flop(inputs, outputs) -> int:
@@ -82,26 +54,24 @@ def _einsum_flop(inputs, outputs) -> int:
     return math.prod(sizes.values())
 
 
-@contextlib.contextmanager
-def _traceable_kernels():
-    """While tracing, the kernels' names in the model modules point to the equivalents above."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(tsm, "temporal_shift", _shift))
-        stack.enter_context(mock.patch.object(s2dnet, "gather_frames", _gather))
-        stack.enter_context(mock.patch.object(sampler, "gather_frames", _gather))
-        stack.enter_context(mock.patch.object(sampler, "sample_details", _sample_details))
-        yield
-
-
-def _analyse(model: nn.Module, inputs: tuple) -> FlopCountAnalysis:
-    """Trace and count once; fvcore's and the tracer's warnings are silenced (skipped ops are
-    reported instead)."""
-    analysis = FlopCountAnalysis(model.eval(), inputs)
+FLOP_HANDLES = {
+    "s2d_fast::temporal_shift": None,
+    "s2d_fast::checked_index": None,
+    "s2d_fast::gather_frames": _gather_flop,
+    "s2d_fast::sample_details": _gather_flop,
+    "aten::einsum": _einsum_flop,
     # The SNet input's antialiased resize, counted as fvcore counts a bilinear one.
-    analysis.set_op_handle("aten::_upsample_bilinear2d_aa", elementwise_flop_counter(0, 4))
-    analysis.set_op_handle("aten::einsum", _einsum_flop)
+    "aten::_upsample_bilinear2d_aa": elementwise_flop_counter(0, 4),
+}
+
+
+def count_flops(model: nn.Module, inputs: tuple) -> FlopCountAnalysis:
+    """fvcore's analysis of `model` (put in eval mode) on `inputs`, with `FLOP_HANDLES`, traced
+    and counted once without gradients; fvcore's and the tracer's warnings are silenced
+    (`unsupported_ops()` lists what counted as zero)."""
+    analysis = FlopCountAnalysis(model.eval(), inputs).set_op_handle(**FLOP_HANDLES)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    with warnings.catch_warnings(), torch.no_grad(), _traceable_kernels():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         analysis.total()
     return analysis
@@ -112,8 +82,8 @@ def _params(module: nn.Module) -> int:
 
 
 def _tsm_counts(arch: str, num_frames: int, size: int, num_classes: int) -> tuple[int, int]:
-    model = tsm.tsm_backbone(arch, num_frames, num_classes)
-    analysis = _analyse(model, (torch.zeros(1, num_frames, 3, size, size),))
+    model = tsm_backbone(arch, num_frames, num_classes)
+    analysis = count_flops(model, (torch.zeros(1, num_frames, 3, size, size),))
     return analysis.total(), _params(model)
 
 
@@ -122,20 +92,6 @@ def tsm_flops(arch: str, num_frames: int, size: int, num_classes: int) -> tuple[
     `size` x `size`, its classifier included."""
     flops, params = _tsm_counts(arch, num_frames, size, num_classes)
     return flops / 1e9, params / 1e6
-
-
-def resolve_num_classes(cfg, num_classes: int | None = None) -> tuple[int, str]:
-    """The class count to count with, and where it came from (for the report)."""
-    if num_classes is not None:
-        return num_classes, "given"
-    if cfg.DATA.NUM_CLASS > 0:
-        return cfg.DATA.NUM_CLASS, "DATA.NUM_CLASS"
-    spec = DATASETS.get(cfg.DATA.DATASET)
-    if spec is not None:
-        return spec.num_classes, f"dataset {spec.name}"
-    return DEFAULT_CLASSES, (
-        f"assumed: DATA.NUM_CLASS is 0 and {cfg.DATA.DATASET!r} is not a registered dataset"
-    )
 
 
 def _row(part: str, name: str, flops: float, params: float) -> dict:
@@ -185,9 +141,25 @@ def _s2d_rows(cfg, model: S2DNet, analysis: FlopCountAnalysis) -> list[dict]:
     return [_row(part, names[part], flops[part], params[part]) for part in names]
 
 
-def _inputs(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(cfg, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One video of zeros shaped as the loader's candidates, and its valid count."""
     t, size = cfg.DATA.NUM_CANDIDATES, cfg.DATA.CROP_SIZE
-    return torch.zeros(1, t, 3, size, size, dtype=torch.uint8), torch.tensor([t])
+    return torch.zeros(1, t, 3, size, size, dtype=torch.uint8, device=device), torch.tensor([t], device=device)
+
+
+def gflops_per_video(model: nn.Module, cfg) -> float:
+    """GFLOPs of one video through `model` as it is (its stage, its weights), on inputs shaped as
+    `cfg`'s candidates; the model is left in eval mode."""
+    device = next(model.parameters()).device
+    return count_flops(model, _inputs(cfg, device)).total() / 1e9
+
+
+def config_gflops(cfg, num_classes: int) -> float:
+    """GFLOPs per video of the model `cfg` describes as it runs after training: S2DNet in the
+    sampling stage (f_theta active), the uniform baseline as it is. Random weights."""
+    model = build_model(cfg, num_classes, pretrained=False)
+    model.set_stage("sampling")
+    return gflops_per_video(model, cfg)
 
 
 def _skipped(*analyses: FlopCountAnalysis) -> dict[str, int]:
@@ -197,22 +169,23 @@ def _skipped(*analyses: FlopCountAnalysis) -> dict[str, int]:
     return dict(sorted(skipped.items()))
 
 
-def flops_report(cfg, num_classes: int | None = None) -> dict:
+def flops_report(cfg, num_classes: int, classes_from: str = "given") -> dict:
     """GFLOPs per video and parameters of S2DNet's parts for `cfg`, with the uniform baseline
-    and TSM on the detail network's backbone at K and 2K uniform frames for comparison.
+    and TSM on the detail network's backbone at K and 2K uniform frames for comparison; the
+    models are built with random weights.
 
     Returns `{"num_classes", "classes_from", "components": [rows], "total": row,
     "baselines": [rows], "skipped_ops": {op: count}}`, each row
     `{"part", "component", "gflops", "params_m"}` (`part` a short key, `component` its
-    description); the components sum to the total.
+    description); the components sum to the total. `classes_from` says where the class count
+    came from, for the table.
     """
-    num_classes, classes_from = resolve_num_classes(cfg, num_classes)
     analyses = []
     components, total = [], None
-    if cfg.S2D.DETAIL_SAMPLING:
-        model = S2DNet(cfg, num_classes)
+    if model_name(cfg) == "s2dnet":
+        model = build_model(cfg, num_classes, pretrained=False)
         model.set_stage("sampling")
-        analysis = _analyse(model, _inputs(cfg))
+        analysis = count_flops(model, _inputs(cfg))
         analyses.append(analysis)
         components = _s2d_rows(cfg, model, analysis)
         total = _row("total", "S2DNet total", analysis.total(), _params(model))
@@ -220,8 +193,8 @@ def flops_report(cfg, num_classes: int | None = None) -> dict:
     uniform_cfg = cfg.clone()
     uniform_cfg.defrost()
     uniform_cfg.S2D.DETAIL_SAMPLING = False
-    uniform = S2DNet(uniform_cfg, num_classes)
-    analysis = _analyse(uniform, _inputs(cfg))
+    uniform = build_model(uniform_cfg, num_classes, pretrained=False)
+    analysis = count_flops(uniform, _inputs(cfg))
     analyses.append(analysis)
     k, size, arch = cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE, cfg.DNET.ARCH
     name = f"uniform baseline (TSM-{arch} {k}x{size} + frame reads)"
@@ -237,12 +210,6 @@ def flops_report(cfg, num_classes: int | None = None) -> dict:
         "baselines": baselines,
         "skipped_ops": _skipped(*analyses),
     }
-
-
-def model_gflops(report: dict) -> float:
-    """The configured model's GFLOPs per video from a `flops_report`: S2DNet's total, or for the
-    uniform baseline (which has no total row) its first baseline row, the model itself."""
-    return (report["total"] or report["baselines"][0])["gflops"]
 
 
 def format_flops_table(report: dict) -> str:

@@ -1,8 +1,9 @@
 """S2DNet: synopsis network, synopsis, f_theta, detail sampler, f_m fusion, detail network.
 
-Data flows one way (DESIGN.md section 1): uint8 candidates -> SNet -> synopsis (top-k mask M
-and target s) -> f_theta (where and how large to look) -> detail sampler -> DNet (with the
-contextual feature m fused in) -> prediction restricted to M.
+Data flows one way: uint8 candidates -> SNet -> synopsis (top-k mask M and target s) -> f_theta
+(where and how large to look) -> detail sampler (`sampler.py`) -> DNet (with the contextual
+feature m fused in) -> prediction restricted to M. `tsm.py` is the uniform baseline it is
+measured against.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2d_fast.config import ConfigError
-from s2d_fast.kernels import gather_frames
 
-from .sampler import DetailSampler, uniform_indices
-from .tsm import backbone_from_config
+from .backbones import backbone_from_config
+from .base import VideoModel
+from .sampler import DetailSampler
 from .weights import load_pretrained
 
 logger = logging.getLogger("s2d_fast")
@@ -113,39 +114,27 @@ _SPACE_BRANCH = ("theta_space.", "space_head.")
 _SAMPLER_PARTS = ("embed.", "theta_shared.") + _TIME_BRANCH + _SPACE_BRANCH
 
 
-class S2DNet(nn.Module):
+class S2DNet(VideoModel):
     """The whole model. `forward(frames uint8 (B, T, 3, H, W), n_valid (B,))` returns a dict:
     `z_s` synopsis logits, `z_d` detail logits, `mask` M, `log_prob` the final log-distribution
     over actions (restricted to M), `detail` the detail frames, and the sampler's placement.
 
-    With `S2D.DETAIL_SAMPLING False` it is the uniform baseline: plain TSM on K uniform whole
-    frames. `set_stage` switches between warmup (sampler at the identity) and sampling.
+    `set_stage` switches between warmup (sampler at the identity) and sampling.
     """
 
     def __init__(self, cfg, num_classes: int, pretrained: bool = True):
-        super().__init__()
+        super().__init__(cfg, num_classes)
         s2d, snet_cfg, dnet_cfg = cfg.S2D, cfg.SNET, cfg.DNET
-        self.num_classes = num_classes
-        self.detail_sampling = s2d.DETAIL_SAMPLING
         self.topk = s2d.TOPK
         self.synopsis_target = s2d.SYNOPSIS_TARGET
+        self.snet_loss_weight = s2d.SNET_LOSS_WEIGHT
+        self.dnet_loss = s2d.DNET_LOSS
         self.snet_frames = snet_cfg.NUM_FRAMES
         self.snet_size = snet_cfg.INPUT_SIZE
         self.dnet_frames = dnet_cfg.NUM_FRAMES
         self.dnet_size = dnet_cfg.INPUT_SIZE
-        self.kernel_backend = cfg.KERNELS.BACKEND
         self.snet_lr_ratio = s2d.SNET_LR_RATIO
         self.train_only = list(s2d.TRAIN_ONLY_PARAMS)
-        self.stage = "warmup"
-        self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN, dtype=torch.float32), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.DATA.STD, dtype=torch.float32), persistent=False)
-
-        if not self.detail_sampling:
-            self.dnet = backbone_from_config(dnet_cfg, num_classes, self.kernel_backend)
-            if pretrained:
-                logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
-            self._always_frozen = self._frozen_names()
-            return
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
@@ -176,9 +165,6 @@ class S2DNet(nn.Module):
                 self.space_head = zero_head(body.out_features, self.space_outputs * dnet_cfg.NUM_FRAMES)
         self.sampler = DetailSampler(cfg)
         self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
-        for stage in s2d.FUSION_STAGES:
-            if not 1 <= stage <= len(self.dnet.stages):
-                raise ConfigError(f"S2D.FUSION_STAGES: stage {stage} does not exist; DNet has stages 1-{len(self.dnet.stages)}")
         self.fusion = nn.ModuleDict(
             {str(i): Fusion(self.dnet.stage_channels[i - 1], s2d.CONTEXT_DIM) for i in s2d.FUSION_STAGES}
         )
@@ -186,25 +172,22 @@ class S2DNet(nn.Module):
         self.classifier = nn.Linear(self.dnet.num_features + s2d.CONTEXT_DIM + num_classes, num_classes)
         nn.init.normal_(self.classifier.weight, 0.0, 0.001)
         nn.init.zeros_(self.classifier.bias)
-        self._always_frozen = self._frozen_names()
+        self.freeze_for_good()
 
-    def _frozen_names(self) -> frozenset[str]:
-        """Parameters the backbones froze for good (partial BN)."""
-        return frozenset(n for n, p in self.named_parameters() if not p.requires_grad)
+    @property
+    def uniform_input(self) -> tuple[int, int]:
+        return self.snet_frames, self.snet_size
 
     # -- stages and what trains -------------------------------------------------------------
 
     @property
     def snet_frozen(self) -> bool:
-        return self.detail_sampling and self.stage == "sampling" and self.snet_lr_ratio == 0
+        return self.stage == "sampling" and self.snet_lr_ratio == 0
 
     def set_stage(self, stage: str) -> None:
         """warmup: the sampler sits at the identity and f_theta does not train. sampling: f_theta
         learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included) and
         `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names start so."""
-        self.stage = stage
-        for name, p in self.named_parameters():
-            p.requires_grad_(self._trains(name))
         if stage == "sampling" and self.train_only:
             names = [n for n, _ in self.named_parameters()]
             for prefix in self.train_only:
@@ -214,10 +197,10 @@ class S2DNet(nn.Module):
                         f"S2D.TRAIN_ONLY_PARAMS: no parameter name starts with {prefix!r}; "
                         f"top-level modules: {', '.join(tops)}"
                     )
-        self.train(self.training)
+        super().set_stage(stage)
 
-    def _trains(self, name: str) -> bool:
-        if name in self._always_frozen:
+    def trains(self, name: str) -> bool:
+        if not super().trains(name):
             return False
         if self.stage == "warmup":
             return not name.startswith(_SAMPLER_PARTS)
@@ -231,40 +214,24 @@ class S2DNet(nn.Module):
             self.snet.eval()
         return self
 
-    def lr_ratios(self, cfg) -> dict[str, float]:
-        """Learning-rate factor per parameter name (before TSM's bias and BN rules).
-
-        Sampling stage: f_theta at S2D.SAMPLER_LR_RATIO, times the spatial or temporal ratio for
+    def lr_ratio(self, name: str, cfg) -> float:
+        """Sampling stage: f_theta at S2D.SAMPLER_LR_RATIO, times the spatial or temporal ratio for
         its branches, SNet at S2D.SNET_LR_RATIO. Warmup: a new classifier on a pretrained
-        backbone at TRAIN.NEW_FC_LR_RATIO (the sampling stage fine-tunes, so it has none).
-        """
+        backbone at TRAIN.NEW_FC_LR_RATIO (the sampling stage fine-tunes, so it has none)."""
         s2d = cfg.S2D
-        ratios = {}
-        for name, _ in self.named_parameters():
-            ratio = 1.0
-            if self.stage == "sampling":
-                if name.startswith(_SAMPLER_PARTS):
-                    ratio = s2d.SAMPLER_LR_RATIO
-                    if name.startswith(_TIME_BRANCH):
-                        ratio *= s2d.TEMPORAL_LR_RATIO
-                    elif name.startswith(_SPACE_BRANCH):
-                        ratio *= s2d.SPATIAL_LR_RATIO
-                elif name.startswith("snet."):
-                    ratio = s2d.SNET_LR_RATIO
-            elif name.startswith(self._new_classifiers(cfg)):
-                ratio = cfg.TRAIN.NEW_FC_LR_RATIO
-            ratios[name] = ratio
-        return ratios
-
-    def _new_classifiers(self, cfg) -> tuple[str, ...]:
-        if not self.detail_sampling:
-            return ("dnet.fc.",) if cfg.DNET.PRETRAINED != "none" else ()
-        heads = []
-        if cfg.SNET.PRETRAINED != "none":
-            heads.append("snet.fc.")
-        if cfg.DNET.PRETRAINED != "none":
-            heads.append("classifier.")
-        return tuple(heads)
+        if self.stage != "sampling":
+            new = tuple(head for head, spec in (("snet.fc.", cfg.SNET.PRETRAINED), ("classifier.", cfg.DNET.PRETRAINED))
+                        if spec != "none")
+            return cfg.TRAIN.NEW_FC_LR_RATIO if name.startswith(new) else 1.0
+        if name.startswith("snet."):
+            return s2d.SNET_LR_RATIO
+        if not name.startswith(_SAMPLER_PARTS):
+            return 1.0
+        if name.startswith(_TIME_BRANCH):
+            return s2d.SAMPLER_LR_RATIO * s2d.TEMPORAL_LR_RATIO
+        if name.startswith(_SPACE_BRANCH):
+            return s2d.SAMPLER_LR_RATIO * s2d.SPATIAL_LR_RATIO
+        return s2d.SAMPLER_LR_RATIO
 
     def load_warmup(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Start the sampling stage from a warmup checkpoint: SNet, DNet and f_m from it, f_theta
@@ -288,15 +255,10 @@ class S2DNet(nn.Module):
         """f_theta: what only the sampling stage trains."""
         return [p for n, p in self.named_parameters() if n.startswith(_SAMPLER_PARTS)]
 
-    # -- forward -------------------------------------------------------------------------------
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return s2d_loss(out, labels, self.snet_loss_weight, self.dnet_loss)
 
-    def _uniform_frames(self, frames, n_valid, k: int, size: int) -> torch.Tensor:
-        """k uniform candidates, normalised and resized to `size`: `(B*k, 3, size, size)`."""
-        index = uniform_indices(n_valid, k)
-        x = gather_frames(frames, index, mean=self.mean, std=self.std, backend=self.kernel_backend).flatten(0, 1)
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x
+    # -- forward -------------------------------------------------------------------------------
 
     def _theta(self, e: torch.Tensor, s: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """f_theta: `(dt, lt[, log_sigma])` per video and `(dx, dy, lx, ly[, log_sigma])` per frame."""
@@ -317,13 +279,8 @@ class S2DNet(nn.Module):
 
     def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         b = frames.shape[0]
-        if not self.detail_sampling:
-            x = self._uniform_frames(frames, n_valid, self.dnet_frames, self.dnet_size)
-            z_d = self.dnet.classify(self.dnet.forward_features(x))
-            return {"z_d": z_d, "log_prob": torch.log_softmax(z_d.float(), dim=1)}
-
         # Synopsis network on T_s uniform candidates at low resolution.
-        x_s = self._uniform_frames(frames, n_valid, self.snet_frames, self.snet_size)
+        x_s = self.uniform_frames(frames, n_valid, self.snet_frames, self.snet_size)
         e = self.snet.forward_features(x_s)
         z_s = self.snet.classify(e)
         g = self.snet.pool(e)
@@ -358,9 +315,6 @@ def s2d_loss(
     candidates even when the synopsis missed it, and the loss stays finite. `ce`: plain
     cross-entropy on z_d.
     """
-    if "mask" not in out:  # the uniform baseline
-        loss = F.cross_entropy(out["z_d"], labels)
-        return {"loss": loss, "loss_detail": loss.detach()}
     if dnet_loss == "ce":
         loss_detail = F.cross_entropy(out["z_d"], labels)
     else:
@@ -370,13 +324,3 @@ def s2d_loss(
     loss_snet = F.cross_entropy(out["z_s"], labels)
     loss = loss_detail + snet_weight * loss_snet
     return {"loss": loss, "loss_detail": loss_detail.detach(), "loss_snet": loss_snet.detach()}
-
-
-def build_model(cfg, num_classes: int, *, pretrained: bool = True) -> S2DNet:
-    """`pretrained=False` skips SNET.PRETRAINED / DNET.PRETRAINED: for a model whose backbones are
-    about to come from a checkpoint of it (resume, the sampling stage, evaluation), so that those
-    files are neither read for nothing nor needed where the checkpoint is used."""
-    return S2DNet(cfg, num_classes, pretrained)
-
-
-__all__ = ["S2DNet", "build_model", "s2d_loss", "synopsis"]

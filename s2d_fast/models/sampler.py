@@ -2,7 +2,8 @@
 
 Given per-video temporal parameters `(dt, lt[, log_sigma])` and per-detail-frame spatial
 parameters `(dx, dy, lx, ly[, log_sigma])`, all zero at the identity, it places K detail
-frames over the candidates and an S x S window in each (DESIGN.md section 1, step 5), and
+frames over the candidates and an S x S window in each (the formulas are in
+`temporal_positions`, `temporal_weights`, `spatial_positions` and `filter_bank`), and
 reads them from the uint8 candidates:
 
 - training (dense, differentiable): Gaussian (or linear) weights over all T candidates, then

@@ -14,26 +14,11 @@ import re
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
-from s2d_fast.engine.checkpoint import CheckpointError, load_checkpoint
+from s2d_fast.checkpoint import CheckpointError, load_checkpoint
 
-_IMAGENET = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    "mobilenetv2": torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
-}
-
-# (blocks per stage, bottleneck blocks) -> torchvision ResNet.
-_RESNETS = {
-    ((2, 2, 2, 2), False): "resnet18",
-    ((3, 4, 6, 3), False): "resnet34",
-    ((3, 4, 6, 3), True): "resnet50",
-    ((3, 4, 23, 3), True): "resnet101",
-}
+from .backbones import BACKBONES
 
 # Names shown in an error before the rest is summarised by a count.
 _SHOWN = 20
@@ -50,7 +35,7 @@ class IncompatibleCheckpointError(CheckpointError):
 
 def imagenet_file(arch: str) -> tuple[Path, str]:
     """Where torch hub caches `arch`'s ImageNet weights, and the URL they come from."""
-    url = _IMAGENET[arch].url
+    url = BACKBONES[arch].imagenet.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
 
@@ -72,14 +57,8 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def backbone_arch(model: nn.Module) -> str:
-    """The torchvision architecture a TSM backbone was built from, read off its structure."""
-    if isinstance(model.stem[0], nn.Conv2d):
-        key = (tuple(len(stage) for stage in model.stages), hasattr(model.stages[0][0], "conv3"))
-        if key in _RESNETS:
-            return _RESNETS[key]
-        raise ValueError(f"no torchvision ResNet has {key[0]} blocks per stage")
-    return "mobilenetv2"
+def _is_resnet(backbone: nn.Module) -> bool:
+    return BACKBONES[backbone.arch].layout == "resnet"
 
 
 def canonical_key(key: str, resnet: bool) -> str:
@@ -146,7 +125,7 @@ class _Plan:
     """
 
     def __init__(self, model: nn.Module, state: dict[str, torch.Tensor], source: str):
-        resnet = backbone_arch(model) != "mobilenetv2"
+        resnet = _is_resnet(model)
         own = model.state_dict()
         by_canonical = {canonical_key(k, resnet): k for k in own}
         canonical = {k: _checkpoint_key(k, resnet) for k in state}
@@ -268,7 +247,7 @@ def _load_body(backbone: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 
 def _without_classifier(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
-    resnet = backbone_arch(backbone) != "mobilenetv2"
+    resnet = _is_resnet(backbone)
     return {k: v for k, v in state.items() if not _checkpoint_key(k, resnet).startswith("fc.")}
 
 
@@ -287,7 +266,7 @@ def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None
     if spec.lower() == "none":
         return "random initialisation"
     if spec.lower() == "imagenet":
-        arch = backbone_arch(backbone)
+        arch = backbone.arch
         state = _without_classifier(imagenet_state_dict(arch), backbone)
         path = imagenet_file(arch)[0]
         _load_body(backbone, state, str(path))
