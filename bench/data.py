@@ -15,13 +15,18 @@ import time
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand, config_arguments, config_from_args
 from s2d_fast.config import ConfigError
-from s2d_fast.data.loader import EpochSampler, VideoDataset, build_dataset, build_loader, segment_indices
+from s2d_fast.data.dataset import VideoDataset
+from s2d_fast.data.frame_indices import segment_indices
+from s2d_fast.data.loader import build_dataset, build_loader
+from s2d_fast.data.samplers import EpochSampler
 from s2d_fast.data.transforms import multi_scale_box, scaled_size
 
 
@@ -143,3 +148,17 @@ def _with(cfg, backend: str):
     cfg.DATA.BACKEND = backend
     cfg.freeze()
     return cfg
+
+
+@click.command(cls=UserErrorCommand, context_settings=PAIRS_SETTINGS)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@click.option("--batches", default=8, show_default=True, help="Timed batches per loader (after one warm-up).")
+@click.option("--repeats", default=3, show_default=True, help="Interleaved runs per loader; medians are reported.")
+@config_arguments
+def bench_data_command(json_path, batches, repeats, config_file, args):
+    """Decode and augment the configured training list with each backend and with a TSM-style
+    baseline loader (PyAV + PIL in DataLoader workers); print videos/s, frames/s, skips, ratio.
+
+    ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
+    """
+    bench_data(config_from_args(config_file, args), num_batches=batches, json_path=json_path, repeats=repeats)

@@ -29,14 +29,18 @@ import re
 import sys
 import time
 from collections.abc import Iterable
-from unittest import mock
 
 import click
 import torch
 
+from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand, config_arguments, config_from_args
+from s2d_fast.config import ConfigError
+from s2d_fast.data.datasets import resolve_num_classes
+from s2d_fast.data.loader import build_dataset
+from s2d_fast.engine.evaluate import write_json
 from s2d_fast.engine.runtime import autocast, compile_model, to_device
-from s2d_fast.models.flops import flops_report, model_gflops, resolve_num_classes, tsm_flops
-from s2d_fast.models.s2dnet import S2DNet
+from s2d_fast.models import VideoModel, build_model
+from s2d_fast.models.flops import config_gflops, tsm_flops
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
 DEFAULT_MODELS = ("s2dnet", "tsm8", "tsm16")
@@ -98,43 +102,24 @@ def _model_name(cfg, model: str) -> str:
 
 
 def _gflops(cfg, models: list[str], num_classes: int) -> dict[str, float]:
-    """GFLOPs per video of each model: S2DNet's from `flops_report`, whose TSM rows (K and 2K
-    frames) serve the TSM models they match; `tsm_flops` for any other frame count."""
-    out, known = {}, {}
-    if "s2dnet" in models:
-        _progress("counting GFLOPs of s2dnet (and of TSM on K and 2K frames)")
-        report = flops_report(cfg, num_classes)
-        out["s2dnet"] = model_gflops(report)
-        known = {row["part"]: row["gflops"] for row in report["baselines"]}
+    """GFLOPs per video of each model: the configured model's as it runs after training, and
+    TSM's backbone (with its classifier) on N frames for tsmN."""
+    out = {}
     for model in models:
+        _progress(f"counting GFLOPs of {model}")
         if model == "s2dnet":
-            continue
-        frames = int(_TSM.match(model).group(1))
-        if f"tsm_{frames}" not in known:
-            _progress(f"counting GFLOPs of {model}")
-            known[f"tsm_{frames}"] = tsm_flops(cfg.DNET.ARCH, frames, cfg.DNET.INPUT_SIZE, num_classes)[0]
-        out[model] = known[f"tsm_{frames}"]
+            out[model] = config_gflops(cfg, num_classes)
+        else:
+            out[model] = tsm_flops(cfg.DNET.ARCH, int(_TSM.match(model).group(1)), cfg.DNET.INPUT_SIZE, num_classes)[0]
     return out
-
-
-class _NotCached(Exception):
-    pass
 
 
 def _cached_val_dataset(cfg):
     """The validation dataset if it is on disk, else None: the built-in synthetic dataset is
-    not generated for a benchmark (its generator is swapped for an exception while resolving)."""
-    from s2d_fast.config import ConfigError
-    from s2d_fast.data import synthetic
-    from s2d_fast.data.loader import build_dataset
-
-    def refuse(*args, **kwargs):
-        raise _NotCached
-
+    not generated for a benchmark."""
     try:
-        with mock.patch.object(synthetic, "generate_synthetic", refuse):
-            return build_dataset(cfg, "val")
-    except (_NotCached, ConfigError, FileNotFoundError):
+        return build_dataset(cfg, "val", generate=False)
+    except (ConfigError, FileNotFoundError):
         return None
 
 
@@ -147,8 +132,6 @@ def _input_batches(cfg, batch_size: int, batches: int, inputs: str, device: torc
         one_view.defrost()
         one_view.DATA.NUM_CLIPS, one_view.DATA.NUM_CROPS = 1, 1
         if inputs == "dataset":
-            from s2d_fast.data.loader import build_dataset
-
             dataset = build_dataset(one_view, "val")  # generates the built-in dataset if need be
         else:
             dataset = _cached_val_dataset(one_view)
@@ -172,9 +155,9 @@ def _input_batches(cfg, batch_size: int, batches: int, inputs: str, device: torc
     return list(zip(frames.split(batch_size), n_valid.split(batch_size))), what
 
 
-def _build(cfg, model: str, num_classes: int, device: torch.device, channels_last: bool) -> S2DNet:
+def _build(cfg, model: str, num_classes: int, device: torch.device, channels_last: bool) -> VideoModel:
     torch.manual_seed(cfg.RNG_SEED)
-    net = S2DNet(_model_cfg(cfg, model), num_classes)
+    net = build_model(_model_cfg(cfg, model), num_classes, pretrained=False)
     net.set_stage("sampling")
     return to_device(net, device, channels_last).eval()
 
@@ -249,11 +232,10 @@ def bench_eval(
     gflops = _gflops(cfg, models, num_classes)
 
     import torch._dynamo.config as dynamo_config
-    import torch._inductor.config as inductor_config
 
-    # Every model is an S2DNet: its forward's compilations share one recompile limit, past which
-    # Dynamo would silently run eager. Room for all of them, and an error rather than a fallback.
-    saved = (inductor_config.freezing, dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit)
+    # The models' forwards share recompile limits (two classes, compiled once per mode), past
+    # which Dynamo would silently run eager. Room for all of them, and an error rather than a fallback.
+    saved = (dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit)
     n_compiled = sum(spec["compiled"] for spec in specs.values()) * len(models)
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, n_compiled + 8)
     dynamo_config.fail_on_recompile_limit_hit = True
@@ -261,7 +243,7 @@ def bench_eval(
     compile_seconds: dict[str, dict[str, float]] = {model: {} for model in models}
     try:
         for model in models:
-            base: dict[bool, S2DNet] = {}
+            base: dict[bool, VideoModel] = {}
             for mode, spec in specs.items():
                 cl = spec["channels_last"]
                 if cl not in base:
@@ -295,8 +277,7 @@ def bench_eval(
                 runs[pair].append(videos / (time.perf_counter() - start))
             _progress(f"repeat {r + 1}/{repeats} done")
     finally:
-        # compile_model turned freezing on for CPU inference; the compilations are done.
-        inductor_config.freezing, dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit = saved
+        dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit = saved
 
     rows = []
     for model in models:
@@ -328,8 +309,6 @@ def bench_eval(
     }
     print(format_table(result))
     if json_path is not None:
-        from s2d_fast.engine.evaluate import write_json
-
         write_json(result, json_path)
     return result
 
@@ -398,8 +377,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.command(cls=UserErrorCommand, context_settings=PAIRS_SETTINGS)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 @click.option("--batch-size", default=4, show_default=True, help="Videos per batch.")
 @click.option("--batches", default=3, show_default=True, help="Batches per timed pass (the same ones every pass).")
@@ -411,8 +389,8 @@ def format_table(result: dict) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--inputs", type=click.Choice(INPUTS), default="auto", show_default=True,
               help="random frames, the validation videos of DATA.DATASET, or auto (the dataset if on disk).")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_eval_command(config_file, json_path, batch_size, batches, repeats, modes, models, device, inputs, args):
+@config_arguments
+def bench_eval_command(json_path, batch_size, batches, repeats, modes, models, device, inputs, config_file, args):
     """End-to-end evaluation videos/s of S2DNet and of TSM on uniform frames, same input.
 
     \b
@@ -423,21 +401,12 @@ def bench_eval_command(config_file, json_path, batch_size, batches, repeats, mod
     Compiling ResNet-50 with weight freezing takes minutes on a few CPU cores.
     ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
     """
-    from s2d_fast.cli import _load, _run  # here, not at import: the CLI imports this module
-
-    def go():
-        cfg = _load(config_file, args)
-        try:
-            check_args(cfg, batch_size, batches, repeats, modes, models, inputs)
-        except ValueError as err:
-            raise click.UsageError(str(err)) from None
-        bench_eval(cfg, batch_size=batch_size, batches=batches, repeats=repeats, modes=modes,
-                   models=models, json_path=json_path, device=device, inputs=inputs)
-        if json_path:
-            click.echo(f"wrote {json_path}")
-
-    _run(go)
-
-
-if __name__ == "__main__":
-    bench_eval_command()
+    cfg = config_from_args(config_file, args)
+    try:
+        check_args(cfg, batch_size, batches, repeats, modes, models, inputs)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    bench_eval(cfg, batch_size=batch_size, batches=batches, repeats=repeats, modes=modes,
+               models=models, json_path=json_path, device=device, inputs=inputs)
+    if json_path:
+        click.echo(f"wrote {json_path}")

@@ -25,7 +25,10 @@ import json
 import time
 from collections.abc import Callable
 
+import click
 import torch
+
+from s2d_fast.cli_support import UserErrorCommand
 
 from s2d_fast.kernels import (
     gather_frames,
@@ -178,5 +181,17 @@ def _print_table(rows: list[dict], copy_bw: float | None) -> None:
         print(line)
 
 
-if __name__ == "__main__":
-    bench_kernels()
+@click.command(cls=UserErrorCommand)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--repeats", default=20, show_default=True, help="Timed repeats per case; medians are reported.")
+@click.option("--quick", is_flag=True, help="Fewer shapes and repeats: a smoke run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
+def bench_kernels_command(device, repeats, quick, json_path):
+    """Time temporal_shift, gather_frames and sample_details against their references.
+
+    Shapes are TSM-ResNet-50's shift inputs for 8 and 16 frames at 224 (batch 8) and a gather
+    of 8 of 32 uint8 candidates at 224. On CPU the torch paths are compared with the reference
+    and with a clone of the same tensor (the floor for producing a new tensor); on CUDA the
+    Triton kernels also report GB/s and the fraction of device-to-device copy bandwidth.
+    """
+    bench_kernels(device=device, repeats=repeats, json_path=json_path, quick=quick)

@@ -34,9 +34,19 @@ import click
 import numpy as np
 import torch
 
-from s2d_fast.config import load_config
+from s2d_fast.checkpoint import checkpoint_path
+from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand
+from s2d_fast.config import load_config, packaged_configs
+from s2d_fast.data.datasets import resolve_dataset, resolve_num_classes
+from s2d_fast.data.frame_indices import clip_indices
+from s2d_fast.data.loader import build_loader
+from s2d_fast.data.synthetic import read_meta, render_video
+from s2d_fast.engine.evaluate import load_for_eval
+from s2d_fast.engine.trainer import train
+from s2d_fast.models.flops import config_gflops
+from s2d_fast.models.sampler import uniform_indices
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "synthetic"
+CONFIG_DIR = packaged_configs() / "synthetic"
 
 
 @dataclass(frozen=True)
@@ -86,13 +96,6 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     window holds the cue's centre, `zoom` the mean identity stride over the window's stride, and
     the top-1 (percent) of the videos where a detail frame shows the cue and of those where none
     does: the second says what the model can do without the detail."""
-    from s2d_fast.data.datasets import resolve_dataset
-    from s2d_fast.data.loader import build_loader
-    from s2d_fast.data.synthetic import read_meta, render_video
-    from s2d_fast.data.transforms import clip_indices
-    from s2d_fast.engine.evaluate import load_for_eval
-    from s2d_fast.models.sampler import uniform_indices
-
     meta = read_meta(resolve_dataset(cfg).root)
     seed, size, length = meta["seed"], meta["frame_size"], meta["num_frames"]
     loader = build_loader(cfg, "val")
@@ -145,9 +148,6 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
             result.update(where_it_looks(cfg, _last_checkpoint(cfg)))
             result_path.write_text(json.dumps(result, indent=2) + "\n")
         return result
-    from s2d_fast.engine.trainer import train
-    from s2d_fast.models.flops import flops_report, model_gflops
-
     cfg = recipe_config(recipe, seed, out_dir, overrides)
     _progress(f"seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
     trained = train(cfg)
@@ -164,7 +164,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     result = {
         "recipe": recipe.name, "seed": seed, "config": f"configs/synthetic/{recipe.config}",
         "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
-        "gflops_per_video": model_gflops(flops_report(cfg)),
+        "gflops_per_video": config_gflops(cfg, resolve_num_classes(cfg)[0]),
         "train_minutes": minutes, "epochs": epochs, "snet_pretrain_epochs": snet_epochs,
         "num_videos": metrics["num_videos"],
         **where_it_looks(cfg, trained["checkpoint"]),
@@ -177,8 +177,6 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
 
 
 def _last_checkpoint(cfg) -> Path:
-    from s2d_fast.engine.runtime import checkpoint_path
-
     return checkpoint_path(cfg.OUTPUT_DIR, cfg.TRAIN.STAGE, "last")
 
 
@@ -268,7 +266,7 @@ def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recip
     return summarise(results, chosen, seeds)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(cls=UserErrorCommand, context_settings=PAIRS_SETTINGS)
 @click.option("--seeds", default="0,1", show_default=True, help="Dataset and training seeds, comma-separated.")
 @click.option("--out", "out_dir", default="runs/proof", show_default=True, type=click.Path(file_okay=False),
               help="Folder for every run's checkpoints, logs and results (a rerun continues in it).")
@@ -291,10 +289,8 @@ def bench_proof_command(seeds, out_dir, recipes, json_path, markdown_path, args)
         raise click.UsageError("--seeds is empty")
     if len(args) % 2:
         raise click.UsageError(f"KEY VALUE pairs come in pairs; {args[-1]!r} has no value")
-    from s2d_fast.cli import _run
-
     chosen = [r.strip() for r in recipes.split(",")] if recipes else None
-    summary = _run(lambda: run_proof(seed_list, out_dir, list(args), chosen))
+    summary = run_proof(seed_list, out_dir, list(args), chosen)
     table = format_markdown(summary)
     click.echo(table)
     json_file = Path(json_path or Path(out_dir) / "proof.json")

@@ -1,65 +1,22 @@
-"""The `s2d-fast` command."""
+"""The `s2d-fast` command: a thin dispatcher over the engine, the data preparation and the
+benchmarks. Each command reads its config the same way (`cli_support.config_from_args`), and a
+user's mistake in any of them prints as one line (`cli_support.UserErrorGroup`)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
-from s2d_fast.config import ConfigError, load_config
+from s2d_fast.bench.data import bench_data_command
+from s2d_fast.bench.eval import bench_eval_command
+from s2d_fast.bench.kernels import bench_kernels_command
+from s2d_fast.bench.proof import bench_proof_command
+from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorGroup, config_arguments, config_from_args, split_pairs
+from s2d_fast.config import CHOICES, get_defaults, load_config
+from s2d_fast.data.commands import prepare_frames, prepare_lists, prepare_mini_kinetics
 
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$|^[A-Z][A-Z0-9_]*$")
-
-
-def _user_errors():
-    """The exceptions that are the user's to fix: shown as one message, no traceback."""
-    from s2d_fast.data.loader import VideoReadError
-    from s2d_fast.engine.checkpoint import CheckpointError
-    from s2d_fast.engine.trainer import NonFiniteLossError
-
-    return (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, VideoReadError, NonFiniteLossError)
-
-
-def split_positionals(args: tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:
-    """The paper's form `DATASET CONFIG.yaml KEY VALUE ...`: leading words before the first
-    upper-case KEY are a dataset name and/or a YAML path; the rest are KEY VALUE pairs."""
-    dataset = config = None
-    rest = list(args)
-    while rest and not _KEY.match(rest[0]):
-        word = rest.pop(0)
-        if word.endswith((".yaml", ".yml")) and config is None:
-            config = word
-        elif dataset is None and config is None:
-            dataset = word
-        else:
-            raise click.UsageError(
-                f"unexpected argument {word!r}: after the dataset name and config file come KEY VALUE pairs"
-            )
-    return dataset, config, rest
-
-
-def _load(config_file, positional, dataset=None, stage=None, output=None):
-    pos_dataset, pos_config, pairs = split_positionals(positional)
-    if pos_config and config_file:
-        raise click.UsageError(f"two config files given: --config {config_file} and {pos_config}")
-    overrides: list[str] = []
-    for key, value in (
-        ("DATA.DATASET", pos_dataset),
-        ("DATA.DATASET", dataset),
-        ("TRAIN.STAGE", stage),
-        ("OUTPUT_DIR", output),
-    ):
-        if value is not None:
-            overrides += [key, value]
-    return load_config(config_file or pos_config, overrides + pairs)
-
-
-def _run(fn):
-    try:
-        return fn()
-    except _user_errors() as err:
-        raise click.ClickException(str(err)) from None
+_DEFAULTS = get_defaults()
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -73,7 +30,7 @@ def _print_metrics(metrics: dict) -> None:
             click.echo(f"  {bad['reason']}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="s2d-fast")
 def main():
     """s2d-fast: Synopsis-to-Detail Networks (S2DNet, ECCV 2022) for video recognition.
@@ -83,16 +40,12 @@ def main():
     """
 
 
-_PAIRS_HELP = "KEY VALUE pairs override the config (e.g. TRAIN.BATCH_SIZE 16)."
-
-
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--stage", type=click.Choice(["warmup", "sampling"]), help="Training stage (default: TRAIN.STAGE).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@main.command(context_settings=PAIRS_SETTINGS)
+@click.option("--stage", type=click.Choice(CHOICES["TRAIN.STAGE"]), help="Training stage (default: TRAIN.STAGE).")
 @click.option("--dataset", help="Dataset name (DATA.DATASET): synthetic, kinetics400, mini-kinetics, ...")
 @click.option("--output", type=click.Path(file_okay=False), help="Output folder (OUTPUT_DIR).")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(stage, config_file, dataset, output, args):
+@config_arguments
+def train(stage, dataset, output, config_file, args):
     """Train S2DNet: warmup (sampler at the identity), then sampling.
 
     \b
@@ -103,49 +56,40 @@ def train(stage, config_file, dataset, output, args):
     `EVALUATE True` evaluates TRAIN.RESUME (or the newest checkpoint) instead of training.
     The sampling stage starts from TRAIN.RESUME or this OUTPUT_DIR's warmup checkpoint.
     """
+    cfg = config_from_args(config_file, args, DATA__DATASET=dataset, TRAIN__STAGE=stage, OUTPUT_DIR=output)
+    if cfg.EVALUATE:
+        from s2d_fast.engine.evaluate import evaluate_checkpoint
 
-    def go():
-        cfg = _load(config_file, args, dataset, stage, output)
-        if cfg.EVALUATE:
-            from s2d_fast.engine.evaluate import evaluate_checkpoint
+        _print_metrics(evaluate_checkpoint(cfg))
+        return
+    from s2d_fast.engine.trainer import train as run_train
 
-            _print_metrics(evaluate_checkpoint(cfg))
-            return
-        from s2d_fast.engine.trainer import train as run_train
-
-        result = run_train(cfg)
-        if result["metrics"]:
-            _print_metrics(result["metrics"])
-        click.echo(f"checkpoint: {result['checkpoint']}  ({result['train_seconds']:.0f} s of training)")
-
-    _run(go)
+    result = run_train(cfg)
+    if result["metrics"]:
+        _print_metrics(result["metrics"])
+    click.echo(f"checkpoint: {result['checkpoint']}  ({result['train_seconds']:.0f} s of training)")
 
 
-@main.command(name="eval", context_settings={"ignore_unknown_options": True})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@main.command(name="eval", context_settings=PAIRS_SETTINGS)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: OUTPUT_DIR's newest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics to this JSON file.")
 @click.option("--output", type=click.Path(file_okay=False), help="Output folder (OUTPUT_DIR) to find checkpoints in.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def evaluate(config_file, checkpoint, json_path, output, args):
+@config_arguments
+def evaluate(checkpoint, json_path, output, config_file, args):
     """Evaluate a checkpoint on the validation list: top-1, top-5 and mAP.
 
     ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
     """
+    from s2d_fast.engine.evaluate import evaluate_checkpoint, write_json
 
-    def go():
-        from s2d_fast.engine.evaluate import evaluate_checkpoint, write_json
-
-        cfg = _load(config_file, args, output=output)
-        metrics = evaluate_checkpoint(cfg, checkpoint)
-        _print_metrics(metrics)
-        if json_path:
-            click.echo(f"wrote {write_json(metrics, json_path)}")
-
-    _run(go)
+    cfg = config_from_args(config_file, args, OUTPUT_DIR=output)
+    metrics = evaluate_checkpoint(cfg, checkpoint)
+    _print_metrics(metrics)
+    if json_path:
+        click.echo(f"wrote {write_json(metrics, json_path)}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command(context_settings=PAIRS_SETTINGS)
 @click.argument("videos", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: OUTPUT_DIR's newest).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config the model was trained with.")
@@ -161,22 +105,16 @@ def predict(videos, checkpoint, config_file, label_map, save_vis):
     The PNG shows the synopsis frames, where the detail frames sit in time, each detail
     frame's zoom window, what the detail network saw, and the top-5 bars.
     """
-    paths = list(videos)
-    first_key = next((i for i, word in enumerate(paths) if _KEY.match(word)), len(paths))
-    paths, pairs = paths[:first_key], paths[first_key:]
+    from s2d_fast.engine.predict import predict_videos
 
-    def go():
-        from s2d_fast.engine.predict import predict_videos
-
-        cfg = load_config(config_file, pairs)
-        for result in predict_videos(cfg, paths, checkpoint, label_map=label_map, save_vis=save_vis):
-            click.echo(result["video"])
-            for class_id, name, prob in result["top"]:
-                click.echo(f"  {prob:.3f}  {name} ({class_id})")
-            if "figure" in result:
-                click.echo(f"  wrote {result['figure']}")
-
-    _run(go)
+    paths, pairs = split_pairs(list(videos))
+    cfg = load_config(config_file, pairs)
+    for result in predict_videos(cfg, paths, checkpoint, label_map=label_map, save_vis=save_vis):
+        click.echo(result["video"])
+        for class_id, name, prob in result["top"]:
+            click.echo(f"  {prob:.3f}  {name} ({class_id})")
+        if "figure" in result:
+            click.echo(f"  wrote {result['figure']}")
 
 
 @main.group()
@@ -186,11 +124,12 @@ def prepare():
 
 @prepare.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
-@click.option("--num-train", default=800, show_default=True, help="Training videos.")
-@click.option("--num-val", default=200, show_default=True, help="Validation videos.")
-@click.option("--seed", default=0, show_default=True, help="Generator seed; the same seed writes the same data.")
-@click.option("--format", "fmt", type=click.Choice(["webm", "mp4", "frames"]), default="webm", show_default=True,
-              help="VP9 webm, H.264 mp4, or TSN-style JPEG frame folders.")
+@click.option("--num-train", default=_DEFAULTS.SYNTHETIC.NUM_TRAIN, show_default=True, help="Training videos.")
+@click.option("--num-val", default=_DEFAULTS.SYNTHETIC.NUM_VAL, show_default=True, help="Validation videos.")
+@click.option("--seed", default=_DEFAULTS.SYNTHETIC.SEED, show_default=True,
+              help="Generator seed; the same seed writes the same data.")
+@click.option("--format", "fmt", type=click.Choice(CHOICES["SYNTHETIC.FORMAT"]), default=_DEFAULTS.SYNTHETIC.FORMAT,
+              show_default=True, help="VP9 webm, H.264 mp4, or TSN-style JPEG frame folders.")
 def synthetic(out_dir, num_train, num_val, seed, fmt):
     """Write the built-in details dataset: encoded videos and TSN list files.
 
@@ -199,15 +138,18 @@ def synthetic(out_dir, num_train, num_val, seed, fmt):
     """
     from s2d_fast.data.synthetic import generate_synthetic
 
-    root = _run(lambda: generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt))
-    click.echo(f"wrote {root}")
+    click.echo(f"wrote {generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt)}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+prepare.add_command(prepare_frames, "frames")
+prepare.add_command(prepare_lists, "lists")
+prepare.add_command(prepare_mini_kinetics, "mini-kinetics")
+
+
+@main.command(context_settings=PAIRS_SETTINGS)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def flops(config_file, json_path, args):
+@config_arguments
+def flops(json_path, config_file, args):
     """GFLOPs per video and parameters of SNet, the sampler, DNet and the total (fvcore).
 
     Counted for the configured input sizes and frame counts, in the sampling stage (f_theta
@@ -215,17 +157,15 @@ def flops(config_file, json_path, args):
     multiply-add counts as one FLOP, as the TSM paper reports.
     ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
     """
+    from s2d_fast.data.datasets import resolve_num_classes
+    from s2d_fast.engine.evaluate import write_json
+    from s2d_fast.models.flops import flops_report, format_flops_table
 
-    def go():
-        from s2d_fast.engine.evaluate import write_json
-        from s2d_fast.models.flops import flops_report, format_flops_table
-
-        report = flops_report(_load(config_file, args))
-        click.echo(format_flops_table(report))
-        if json_path:
-            click.echo(f"wrote {write_json(report, json_path)}")
-
-    _run(go)
+    cfg = config_from_args(config_file, args)
+    report = flops_report(cfg, *resolve_num_classes(cfg))
+    click.echo(format_flops_table(report))
+    if json_path:
+        click.echo(f"wrote {write_json(report, json_path)}")
 
 
 @main.command()
@@ -233,9 +173,9 @@ def flops(config_file, json_path, args):
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
 def export(checkpoint, out_path):
     """Write a checkpoint's model weights as plain safetensors (no optimiser, no pickle)."""
-    from s2d_fast.engine.checkpoint import export_weights
+    from s2d_fast.checkpoint import export_weights
 
-    click.echo(f"wrote {_run(lambda: export_weights(checkpoint, out_path))}")
+    click.echo(f"wrote {export_weights(checkpoint, out_path)}")
 
 
 @main.group()
@@ -243,39 +183,10 @@ def bench():
     """Benchmarks: our kernels and pipelines against the reference ops, side by side."""
 
 
-@bench.command(name="kernels")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
-@click.option("--repeats", default=20, show_default=True, help="Timed repeats per case; medians are reported.")
-@click.option("--quick", is_flag=True, help="Fewer shapes and repeats: a smoke run.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
-def bench_kernels_command(device, repeats, quick, json_path):
-    """Time temporal_shift, gather_frames and sample_details against their references.
-
-    Shapes are TSM-ResNet-50's shift inputs for 8 and 16 frames at 224 (batch 8) and a gather
-    of 8 of 32 uint8 candidates at 224. On CPU the torch paths are compared with the reference
-    and with a clone of the same tensor (the floor for producing a new tensor); on CUDA the
-    Triton kernels also report GB/s and the fraction of device-to-device copy bandwidth.
-    """
-    from s2d_fast.bench.kernels import bench_kernels
-
-    bench_kernels(device=device, repeats=repeats, json_path=json_path, quick=quick)
-
-
-def _register_commands() -> None:
-    """Commands that live beside the code they drive: the data layer's and the benchmarks'."""
-    from s2d_fast.bench.eval import bench_eval_command
-    from s2d_fast.bench.proof import bench_proof_command
-    from s2d_fast.data.commands import bench_data, prepare_frames, prepare_lists, prepare_mini_kinetics
-
-    prepare.add_command(prepare_frames, "frames")
-    prepare.add_command(prepare_lists, "lists")
-    prepare.add_command(prepare_mini_kinetics, "mini-kinetics")
-    bench.add_command(bench_data, "data")
-    bench.add_command(bench_eval_command, "eval")
-    bench.add_command(bench_proof_command, "proof")
-
-
-_register_commands()
+bench.add_command(bench_kernels_command, "kernels")
+bench.add_command(bench_data_command, "data")
+bench.add_command(bench_eval_command, "eval")
+bench.add_command(bench_proof_command, "proof")
 
 if __name__ == "__main__":
     main()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.resources
 import os
 from pathlib import Path
 
 import yaml
 from fvcore.common.config import CfgNode
 
-from .defaults import get_defaults
+from .checks import ConfigError, assert_and_infer_cfg, check_batch_for_world, read_flip_label_map
+from .defaults import CHOICES, get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "get_defaults", "load_config", "all_keys", "save_config"]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and, if any, the file."""
+__all__ = [
+    "CHOICES", "CfgNode", "ConfigError", "all_keys", "assert_and_infer_cfg", "check_batch_for_world", "get_defaults",
+    "load_config", "packaged_configs", "read_flip_label_map", "save_config",
+]
 
 
 def all_keys(cfg: CfgNode, prefix: str = "") -> list[str]:
@@ -143,46 +144,14 @@ def load_config(
         _merge_yaml(cfg, Path(config_file))
     for key, value in parse_overrides(overrides):
         _set(cfg, key, value, "command line: ")
-    _validate(cfg)
+    assert_and_infer_cfg(cfg)
     cfg.freeze()
     return cfg
 
 
-_CHOICES = {
-    "TRAIN.STAGE": ("warmup", "sampling"),
-    "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
-    "DATA.BACKEND": ("auto", "dali", "pyav"),
-    "DATA.ON_BAD_SAMPLE": ("skip", "error"),
-    "DATA.FLIP": ("auto", "on", "off"),
-    "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
-    "S2D.THETA_POOL": ("avg", "attention"),
-    "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
-    "S2D.SPATIAL_METHOD": ("gaussian", "bilinear"),
-    "S2D.STRIDE_PARAM": ("exp", "bounded"),
-    "S2D.DNET_LOSS": ("masked_nll", "ce"),
-    "KERNELS.BACKEND": ("auto", "triton", "torch"),
-    "TRAIN.AMP": ("none", "bf16", "fp16"),
-    "TEST.AMP": ("none", "bf16", "fp16"),
-    "TRAIN.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-    "TEST.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-}
-
-
-def _validate(cfg: CfgNode) -> None:
-    for key, choices in _CHOICES.items():
-        section, leaf = key.split(".")
-        value = cfg[section][leaf]
-        if value not in choices:
-            raise ConfigError(f"config key {key} must be one of {', '.join(choices)}; got {value!r}")
-    if cfg.DNET.NUM_FRAMES < 1 or cfg.SNET.NUM_FRAMES < 1:
-        raise ConfigError("config keys SNET.NUM_FRAMES and DNET.NUM_FRAMES must be at least 1")
-    for key in ("SNET.NUM_FRAMES", "DNET.NUM_FRAMES"):
-        section, leaf = key.split(".")
-        if cfg[section][leaf] > cfg.DATA.NUM_CANDIDATES:
-            raise ConfigError(
-                f"config key {key} ({cfg[section][leaf]}) exceeds DATA.NUM_CANDIDATES "
-                f"({cfg.DATA.NUM_CANDIDATES}): frames are chosen among the candidates"
-            )
+def packaged_configs() -> Path:
+    """The folder of the YAML recipes shipped with the package (the repository's `configs/`)."""
+    return Path(str(importlib.resources.files("s2d_fast.configs")))
 
 
 def save_config(cfg: CfgNode, path: str | os.PathLike) -> None:

@@ -103,7 +103,7 @@ _C.DNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (f
 _C.DNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
 
 _C.S2D = CfgNode()
-_C.S2D.DETAIL_SAMPLING = True  # False: the uniform baseline, plain TSM on K uniform whole frames
+_C.S2D.DETAIL_SAMPLING = True  # True: the s2dnet model; False: tsm, the uniform baseline (TSM on K uniform frames)
 _C.S2D.TOPK = 5  # actions of the synopsis kept in the some-hot mask M
 _C.S2D.SYNOPSIS_TARGET = "prob"  # prob: softmax of z_s restricted to M | mask: M itself
 _C.S2D.EMBED_DIM = 64  # width of the synopsis embedding broadcast into f_theta
@@ -133,6 +133,29 @@ _C.S2D.TRAIN_ONLY_PARAMS = []  # sampling stage: train only parameters whose nam
 
 _C.KERNELS = CfgNode()
 _C.KERNELS.BACKEND = "auto"  # auto (Triton on CUDA, torch on CPU) | triton | torch
+
+
+# The values a string key may take; the command line's choices are read from here too. Checked by
+# `assert_and_infer_cfg`, listed in the configuration reference.
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CHOICES = {
+    "TRAIN.STAGE": ("warmup", "sampling"),
+    "TRAIN.AMP": ("none", "bf16", "fp16"),
+    "TRAIN.COMPILE_MODE": _COMPILE_MODES,
+    "TEST.AMP": ("none", "bf16", "fp16"),
+    "TEST.COMPILE_MODE": _COMPILE_MODES,
+    "DATA.BACKEND": ("auto", "dali", "pyav"),
+    "DATA.ON_BAD_SAMPLE": ("skip", "error"),
+    "DATA.FLIP": ("auto", "on", "off"),
+    "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
+    "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
+    "S2D.THETA_POOL": ("avg", "attention"),
+    "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
+    "S2D.SPATIAL_METHOD": ("gaussian", "bilinear"),
+    "S2D.STRIDE_PARAM": ("exp", "bounded"),
+    "S2D.DNET_LOSS": ("masked_nll", "ce"),
+    "KERNELS.BACKEND": ("auto", "triton", "torch"),
+}
 
 
 def get_defaults() -> CfgNode:

@@ -2,7 +2,7 @@
 
 Defaults come from the default CfgNode, descriptions from the `# comment` on each key's
 declaration in `defaults.py` (read with `ast` and `tokenize`, so a declaration may span several
-lines), allowed values from the config module's `_CHOICES`.
+lines), allowed values from its `CHOICES`.
 
     python -m s2d_fast.config.reference                    # print the reference
     python -m s2d_fast.config.reference --write README.md  # refresh it between the markers
@@ -18,7 +18,8 @@ import tokenize
 from pathlib import Path
 
 from . import defaults as _defaults_module
-from . import _CHOICES, CfgNode, all_keys, get_defaults
+from . import CHOICES, all_keys, get_defaults
+from .checks import value_of
 
 __all__ = ["config_reference", "declared_comments", "format_default", "marked_section", "replace_marked_section",
            "START_MARKER", "END_MARKER", "WRITE_COMMAND", "main"]
@@ -103,13 +104,6 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _value(cfg: CfgNode, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def config_reference() -> str:
     """Markdown: one table (Key | Default | Description) per top-level section of the defaults,
     keys in declaration order; top-level keys that belong to no section come first."""
@@ -126,11 +120,11 @@ def config_reference() -> str:
         out += [f"#### {section}", "", "| Key | Default | Description |", "| --- | --- | --- |"]
         for key in keys:
             description = comments.get(key, "")
-            choices = _CHOICES.get(key)
+            choices = CHOICES.get(key)
             if choices:
                 allowed = "one of: " + ", ".join(_code(c) for c in choices)
                 description = f"{description}; {allowed}" if description else allowed.capitalize()
-            default = _code(format_default(_value(cfg, key)))
+            default = _code(format_default(value_of(cfg, key)))
             out.append(f"| {_cell(_code(key))} | {_cell(default, collapse=False)} | {_cell(description)} |")
         out.append("")
     return "\n".join(out)

@@ -11,14 +11,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s2d_fast.checkpoint import load_checkpoint, newest_checkpoint
 from s2d_fast.config import ConfigError
 from s2d_fast.data.loader import build_loader
-from s2d_fast.models import S2DNet, build_model
+from s2d_fast.models import VideoModel, build_model
+from s2d_fast.models.flops import gflops_per_video
 
-from .checkpoint import load_checkpoint
 from .distributed import DistContext, all_gather_objects, init_distributed, launch, shutdown_distributed
 from .metrics import compute_metrics
-from .runtime import autocast, compile_model, newest_checkpoint, seed_everything, setup_logging, to_device
+from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device
 
 logger = logging.getLogger("s2d_fast")
 
@@ -131,7 +132,7 @@ def write_predictions(path: str | Path, indices, scores, labels, records, top: i
     return path
 
 
-def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[S2DNet, dict]:
+def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[VideoModel, dict]:
     """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
     path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
     state = load_checkpoint(path)
@@ -154,15 +155,13 @@ def _evaluate_process(cfg, checkpoint) -> dict | None:
                 f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
                 f"has {loader.dataset.num_classes}; check DATA.DATASET and DATA.NUM_CLASS"
             )
+        gflops = gflops_per_video(model, cfg) if ctx.is_main else None  # the model as evaluated, once
         runner = compile_model(model, cfg.TEST.COMPILE, cfg.TEST.COMPILE_MODE, training=False)
         metrics, (indices, scores, labels) = evaluate(runner, loader, ctx.device, ctx, amp_dtype=cfg.TEST.AMP)
         metrics["checkpoint"] = source
         if cfg.TEST.PREDICTIONS and ctx.is_main:
             metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, indices, scores, labels, loader.dataset.records))
-        if ctx.is_main:
-            from s2d_fast.models.flops import flops_report, model_gflops
-
-            metrics["gflops_per_video"] = model_gflops(flops_report(cfg, model.num_classes))
+        metrics["gflops_per_video"] = gflops
         return metrics if ctx.is_main else None
     finally:
         shutdown_distributed()

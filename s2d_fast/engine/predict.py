@@ -12,68 +12,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import torch
 
-from s2d_fast.config import ConfigError
-from s2d_fast.data.datasets import DATASETS
-from s2d_fast.data.loader import VideoDataset, VideoReadError, VideoRecord, check_file
-from s2d_fast.data.prepare import count_frames, probe_frames
+from s2d_fast.data.dataset import VideoDataset
+from s2d_fast.data.datasets import class_names, frame_template
+from s2d_fast.data.decoders import VideoReadError, count_frames, probe_video
+from s2d_fast.data.lists import VideoRecord
 
 from .evaluate import load_for_eval
 from .runtime import autocast
 from .visualize import batch_figure, ranked, synopsis_ranking
 
-DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"  # TSN's frame folders
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """One class name per line, line i naming class i (trailing blank lines ignored)."""
-    names = [line.strip() for line in Path(path).read_text().splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    return names
-
-
-def class_names(cfg, num_classes: int, label_map: str | None = None) -> list[str] | None:
-    """Names by class id: from `label_map`, else the built-in dataset's (its `classes.txt` under
-    DATA.ROOT, else the generator's CLASSES), else None (classes are shown by id)."""
-    if label_map:
-        names = read_class_names(label_map)
-        if len(names) != num_classes:
-            raise ConfigError(f"{label_map}: {len(names)} class names, but the checkpoint has {num_classes} classes")
-        return names
-    if cfg.DATA.DATASET != "synthetic":
-        return None
-    from s2d_fast.data.synthetic import CLASSES  # the renderer only when its names are wanted
-
-    listed = Path(cfg.DATA.ROOT).expanduser() / "classes.txt" if cfg.DATA.ROOT else None
-    names = read_class_names(listed) if listed is not None and listed.is_file() else list(CLASSES)
-    # DATA.NUM_CLASS may have changed the count: then the names are not these classes'.
-    return names if len(names) == num_classes else None
-
-
-def _frame_template(cfg) -> str:
-    spec = DATASETS.get(cfg.DATA.DATASET)
-    return cfg.DATA.FRAME_TEMPLATE or (spec.frame_template if spec else DEFAULT_FRAME_TEMPLATE)
-
 
 def read_video(cfg, path: str) -> tuple[torch.Tensor, int]:
     """The candidates of one video file or frame folder, uint8 `(T, 3, c, c)`, and n_valid."""
-    template = _frame_template(cfg)
+    template = frame_template(cfg)
     if Path(path).is_dir():
         fmt, num_frames = "frames", count_frames(Path(path), template)
         if num_frames == 0:
             raise VideoReadError(f"{path}: no frames named like {template.format(1)}")
     else:
-        check_file(path)
-        fmt = "video"
-        try:
-            num_frames = probe_frames(Path(path))
-        except (av.FFmpegError, OSError, ValueError) as err:
-            raise VideoReadError(f"{path}: cannot decode: {err}") from err
-        if num_frames == 0:
-            raise VideoReadError(f"{path}: no video frames")
+        fmt, num_frames = "video", probe_video(str(path)).num_frames
     # The validation dataset itself, over a one-video list: the same sampling, decoding and crop.
     dataset = VideoDataset(
         [VideoRecord(str(path), num_frames, 0)], "", fmt=fmt, num_segments=cfg.DATA.NUM_CANDIDATES,

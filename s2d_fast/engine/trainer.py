@@ -23,22 +23,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from s2d_fast.checkpoint import checkpoint_path, link_checkpoint, load_checkpoint, save_checkpoint
 from s2d_fast.config import ConfigError, save_config
+from s2d_fast.data.datasets import class_names
 from s2d_fast.data.loader import build_loader
-from s2d_fast.models import S2DNet, build_model, s2d_loss
+from s2d_fast.errors import UserError
+from s2d_fast.models import VideoModel, build_model
 
-from .checkpoint import link_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
-from .predict import class_names
-from .runtime import autocast, checkpoint_path, compile_model, seed_everything, setup_logging, to_device
+from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device
 from .visualize import sampling_grid_tensor
 
 logger = logging.getLogger("s2d_fast")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or infinite; the message names the first such iteration."""
 
 
@@ -121,7 +122,8 @@ def _sampler_scalars(out: dict, n_valid: torch.Tensor, cfg) -> dict[str, torch.T
 
 
 class Trainer:
-    """One stage of training in this process (one rank of a distributed run)."""
+    """One stage of training in this process (one rank of a distributed run): `run` loops over
+    the epochs, `train_one_epoch` over the batches, `train_step` is one batch."""
 
     def __init__(self, cfg, ctx: DistContext):
         self.cfg, self.ctx = cfg, ctx
@@ -131,24 +133,19 @@ class Trainer:
         self.train_loader = build_loader(cfg, "train", distributed=ctx.distributed)
         self.val_loader = build_loader(cfg, "val", distributed=ctx.distributed)
         self.num_classes = self.train_loader.dataset.num_classes
-        start = _start_checkpoint(cfg)
-        # Resumed or started from a warmup, the backbones come from the checkpoint.
-        self.model: S2DNet = build_model(cfg, self.num_classes, pretrained=start is None)
-        self.model.set_stage(self.stage)
         self.accum = cfg.TRAIN.ACCUM_STEPS
         self.steps_per_epoch = len(self.train_loader) // self.accum
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"TRAIN.ACCUM_STEPS {self.accum} exceeds the {len(self.train_loader)} batches of an epoch"
             )
-        self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        start = _start_checkpoint(cfg)
         state = load_checkpoint(start) if start is not None else None
+        # Resumed or started from a warmup, the backbones come from the checkpoint.
+        self.model: VideoModel = build_model(cfg, self.num_classes, pretrained=state is None)
+        self.model.set_stage(self.stage)
         if state is not None:
-            if state["stage"] == "warmup" and self.stage == "sampling":
-                self.model.load_warmup(state["model"])
-            else:
-                self.model.load_state_dict(state["model"])
-            logger.info("loaded %s (stage %s, epoch %d)", start, state["stage"], state["epoch"])
+            self._load_model(state, start)
         to_device(self.model, self.device, cfg.TRAIN.CHANNELS_LAST)
         if cfg.TRAIN.SYNC_BN and ctx.distributed:
             if self.device.type != "cuda":
@@ -158,14 +155,10 @@ class Trainer:
             self.model, cfg, total_iters=cfg.TRAIN.EPOCHS * self.steps_per_epoch
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.TRAIN.AMP == "fp16")
+        self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        self.metrics: dict = {}  # of the last validation
         if state is not None and state["stage"] == self.stage:
-            # The same stage: carry on where it stopped, not from scratch.
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.epoch, self.iteration = state["epoch"], state["iteration"]
-            self.best_top1 = state["best_top1"]
-            set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)])
+            self._resume(state)
         wrapped = self.model
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -175,9 +168,30 @@ class Trainer:
         self.class_names = class_names(cfg, self.num_classes)
         self.last_vis = -cfg.TRAIN.VIS_PERIOD  # the first logged step gets a picture
 
+    def _load_model(self, state: dict, path: Path) -> None:
+        if state["stage"] == "warmup" and self.stage == "sampling":
+            self.model.load_warmup(state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
+        logger.info("loaded %s (stage %s, epoch %d)", path, state["stage"], state["epoch"])
+
+    def _resume(self, state: dict) -> None:
+        """The same stage: carry on where it stopped, not from scratch."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.best_top1 = state["best_top1"]
+        set_rng_state(state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)])
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """An epoch's batches: whole optimiser steps only."""
+        return self.steps_per_epoch * self.accum
+
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def _state(self, metrics: dict) -> dict:
+    def _state(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -187,17 +201,19 @@ class Trainer:
             "iteration": self.iteration,
             "stage": self.stage,
             "num_classes": self.num_classes,
-            "metrics": metrics,
+            "metrics": self.metrics,
             "best_top1": self.best_top1,
             "rng": all_gather_objects(rng_state(), self.ctx),  # each rank's own generators
             "config": self.cfg.dump(),
         }
 
-    def save(self, metrics: dict, *, epoch_end: bool = False, best: bool = False) -> None:
-        state = self._state(metrics)  # every rank joins the gather of random states
+    def save(self, *, epoch_end: bool = False, best: bool = False) -> None:
+        """The last checkpoint, and as further names of the same file (one write per save) the
+        best one and, every TRAIN.CHECKPOINT_PERIOD epochs, an epoch one (the newest
+        TRAIN.KEEP_CHECKPOINTS kept)."""
+        state = self._state()  # every rank joins the gather of random states
         if not self.ctx.is_main:
             return
-        # One write per save: best and epoch checkpoints are further names of the same file.
         last = save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "last"))
         if best:
             link_checkpoint(last, checkpoint_path(self.output_dir, self.stage, "best"))
@@ -207,7 +223,39 @@ class Trainer:
             for old in kept[: max(0, len(kept) - self.cfg.TRAIN.KEEP_CHECKPOINTS)]:
                 old.unlink()
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- one batch -----------------------------------------------------------------------------
+
+    def train_step(self, batch: dict, amp) -> tuple[dict, dict]:
+        """Forward, loss and backward of one batch, and the optimiser step when it closes one
+        of TRAIN.ACCUM_STEPS; returns the model's output and its losses."""
+        frames = batch["frames"].to(self.device, non_blocking=True)
+        n_valid = batch["n_valid"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        boundary = self.closes_step()
+        sync = nullcontext() if boundary or not self.ctx.distributed else self.forward_no_sync()
+        with sync:
+            with amp:
+                out = self.forward(frames, n_valid)
+                losses = self.model.loss(out, labels)
+            self.scaler.scale(losses["loss"] / self.accum).backward()
+        if boundary:
+            self.scaler.unscale_(self.optimizer)
+            if self.cfg.TRAIN.CLIP_GRAD_NORM > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.TRAIN.CLIP_GRAD_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        return out, losses
+
+    def closes_step(self) -> bool:
+        """Whether the current batch is the last of an optimiser step."""
+        return (self.iteration + 1) % self.accum == 0
+
+    def forward_no_sync(self):
+        """DDP's no_sync for the micro-steps of gradient accumulation."""
+        module = getattr(self.forward, "_orig_mod", self.forward)
+        return module.no_sync()
 
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad.item())
@@ -217,131 +265,121 @@ class Trainer:
                 f"the last good checkpoint kept in {self.output_dir / 'checkpoints'} (try a lower TRAIN.BASE_LR)"
             )
 
-    def _log(self, losses: dict, extra: dict, step: int) -> dict[str, float]:
+    def _log_step(self, losses: dict, out: dict, batch: dict) -> dict[str, float]:
+        """The step's losses and sampler placement to TensorBoard (and, every TRAIN.VIS_PERIOD
+        steps, a picture of where the sampler looked); returns them as floats."""
+        step = self.epoch * self.batches_per_epoch + self.iteration
+        extra = _sampler_scalars(out, batch["n_valid"].to(self.device), self.cfg)
         values = {k: v.item() for k, v in {**losses, **extra}.items()}
-        if self.writer is not None:
-            for k, v in values.items():
-                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
-            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+        if self.writer is None:
+            return values
+        for k, v in values.items():
+            self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+        if self.cfg.TRAIN.VIS_PERIOD and step - self.last_vis >= self.cfg.TRAIN.VIS_PERIOD:
+            image = sampling_grid_tensor(self.model, batch["frames"], batch["n_valid"], out,
+                                         class_names=self.class_names)
+            self.writer.add_image("sampling", image, step)
+            self.last_vis = step
         return values
 
+    # -- one epoch -----------------------------------------------------------------------------
+
+    def train_one_epoch(self, amp, stop: StopRequest) -> tuple[dict[str, float], bool]:
+        """The rest of the current epoch: the mean of the logged losses, and whether a stop
+        request ended it early (after writing a checkpoint)."""
+        self.model.train()
+        batches, log_period = self.batches_per_epoch, self.cfg.TRAIN.LOG_PERIOD
+        self.train_loader.sampler.set_epoch(self.epoch, start=self.iteration * self.train_loader.batch_size)
+        # The first bad iteration is remembered on the device: no host sync per step.
+        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(total=batches, initial=self.iteration, desc=f"{self.stage} {self.epoch + 1}/{self.cfg.TRAIN.EPOCHS}",
+                   leave=False, disable=None if self.ctx.is_main else True, dynamic_ncols=True)
+        with bar:
+            for batch in self.train_loader:
+                if self.iteration >= batches:
+                    break
+                boundary = self.closes_step()
+                out, losses = self.train_step(batch, amp)
+                bad = ~torch.isfinite(losses["loss"].detach()) & (first_bad < 0)
+                first_bad = torch.where(bad, torch.tensor(self.iteration, device=self.device), first_bad)
+                self.iteration += 1
+                bar.update(1)
+                last = self.iteration == batches
+                if self.iteration % log_period == 0 or last:
+                    self._check_finite(first_bad)
+                    values = self._log_step(losses, out, batch)
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                    bar.set_postfix(loss=f"{values['loss']:.3f}")
+                    stopping = any_rank(stop.requested, self.ctx)
+                else:
+                    stopping = stop.requested and not self.ctx.distributed
+                periodic = self.cfg.TRAIN.CHECKPOINT_ITERS and self.iteration % self.cfg.TRAIN.CHECKPOINT_ITERS == 0
+                if (stopping or periodic) and boundary and not last:
+                    self._check_finite(first_bad)
+                    self.save()
+                if stopping and boundary:
+                    logger.info("stopped at epoch %d, iteration %d; checkpoint written", self.epoch + 1, self.iteration)
+                    return {}, True
+        self._check_finite(first_bad)
+        return {k: v / max(count, 1) for k, v in sums.items()}, False
+
+    def validate(self) -> bool:
+        """Evaluate on the validation list if this epoch is due (every TRAIN.EVAL_PERIOD, and the
+        last); returns whether the result is the best so far."""
+        if not (self.epoch % self.cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == self.cfg.TRAIN.EPOCHS):
+            return False
+        self.metrics, _ = evaluate(self.model, self.val_loader, self.device, self.ctx, amp_dtype=self.cfg.TRAIN.AMP)
+        m = self.metrics
+        logger.info("epoch %d/%d val top1=%.2f top5=%.2f mAP=%.2f (%d videos)",
+                    self.epoch, self.cfg.TRAIN.EPOCHS, m["top1"], m["top5"], m["mAP"], m["num_videos"])
+        if self.writer is not None:
+            for k in ("top1", "top5", "mAP"):
+                self.writer.add_scalar(f"val/{k}", m[k], self.epoch)
+        best = m["top1"] > self.best_top1
+        if best:
+            self.best_top1 = m["top1"]
+        return best
+
+    # -- the stage -----------------------------------------------------------------------------
+
     def run(self) -> dict:
-        cfg, ctx = self.cfg, self.ctx
-        epochs, log_period = cfg.TRAIN.EPOCHS, cfg.TRAIN.LOG_PERIOD
+        epochs = self.cfg.TRAIN.EPOCHS
         logger.info(
             "stage %s: %d training and %d validation videos, %d classes, epochs %d-%d on %s x%d",
             self.stage, len(self.train_loader.dataset), len(self.val_loader.dataset), self.num_classes,
-            self.epoch + 1, epochs, self.device, ctx.world_size,
+            self.epoch + 1, epochs, self.device, self.ctx.world_size,
         )
-        amp = autocast(self.device, cfg.TRAIN.AMP)
-        batches = self.steps_per_epoch * self.accum  # an epoch's batches, whole optimiser steps only
-        metrics: dict = {}
+        amp = autocast(self.device, self.cfg.TRAIN.AMP)
         train_seconds = 0.0
         with StopRequest() as stop:
             while self.epoch < epochs:
-                self.model.train()
-                sampler = self.train_loader.sampler
-                sampler.set_epoch(self.epoch, start=self.iteration * self.train_loader.batch_size)
-                first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-                sums: dict[str, float] = {}
-                count = 0
                 tic = time.perf_counter()
-                bar = tqdm(
-                    total=batches, initial=self.iteration, desc=f"{self.stage} {self.epoch + 1}/{epochs}",
-                    leave=False, disable=None if ctx.is_main else True, dynamic_ncols=True,
-                )
-                for batch in self.train_loader:
-                    if self.iteration >= batches:
-                        break
-                    frames = batch["frames"].to(self.device, non_blocking=True)
-                    n_valid = batch["n_valid"].to(self.device, non_blocking=True)
-                    labels = batch["label"].to(self.device, non_blocking=True)
-                    boundary = (self.iteration + 1) % self.accum == 0
-                    sync = nullcontext() if boundary or not ctx.distributed else self.forward_no_sync()
-                    with sync:
-                        with amp:
-                            out = self.forward(frames, n_valid)
-                            losses = s2d_loss(out, labels, cfg.S2D.SNET_LOSS_WEIGHT, cfg.S2D.DNET_LOSS)
-                        self.scaler.scale(losses["loss"] / self.accum).backward()
-                    # Remember the first bad iteration on the device: no host sync per step.
-                    bad = ~torch.isfinite(losses["loss"].detach()) & (first_bad < 0)
-                    first_bad = torch.where(bad, torch.tensor(self.iteration, device=self.device), first_bad)
-                    if boundary:
-                        self.scaler.unscale_(self.optimizer)
-                        if cfg.TRAIN.CLIP_GRAD_NORM > 0:
-                            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                        self.optimizer.zero_grad(set_to_none=True)
-                        self.scheduler.step()
-                    self.iteration += 1
-                    bar.update(1)
-                    last = self.iteration == batches
-                    if self.iteration % log_period == 0 or last:
-                        self._check_finite(first_bad)
-                        step = self.epoch * batches + self.iteration
-                        values = self._log(losses, _sampler_scalars(out, n_valid, cfg), step)
-                        for k, v in values.items():
-                            sums[k] = sums.get(k, 0.0) + v
-                        count += 1
-                        bar.set_postfix(loss=f"{values['loss']:.3f}")
-                        vis_due = cfg.TRAIN.VIS_PERIOD and step - self.last_vis >= cfg.TRAIN.VIS_PERIOD
-                        if self.writer is not None and vis_due:
-                            image = sampling_grid_tensor(self.model, batch["frames"], batch["n_valid"], out,
-                                                         class_names=self.class_names)
-                            self.writer.add_image("sampling", image, step)
-                            self.last_vis = step
-                        stopping = any_rank(stop.requested, ctx)
-                    else:
-                        stopping = stop.requested and not ctx.distributed
-                    periodic = cfg.TRAIN.CHECKPOINT_ITERS and self.iteration % cfg.TRAIN.CHECKPOINT_ITERS == 0
-                    if (stopping or periodic) and boundary and not last:
-                        self._check_finite(first_bad)
-                        self.save(metrics)
-                    if stopping and boundary:
-                        bar.close()
-                        logger.info("stopped at epoch %d, iteration %d; checkpoint written", self.epoch + 1, self.iteration)
-                        return {"metrics": metrics, "train_seconds": train_seconds, "stopped": True,
-                                "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
-                bar.close()
-                self._check_finite(first_bad)
+                losses, stopped = self.train_one_epoch(amp, stop)
+                if stopped:
+                    return self._result(train_seconds, stopped=True)
                 train_seconds += time.perf_counter() - tic
                 self.epoch += 1
                 self.iteration = 0
-                summary = " ".join(f"{k.split('/')[-1]}={v / max(count, 1):.4f}" for k, v in sums.items())
+                summary = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in losses.items())
                 logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, self.scheduler.get_last_lr()[0])
                 skipped = self.train_loader.dataset.bad.num_skipped
                 if skipped:
                     logger.info("%d unreadable training samples replaced so far (DATA.ON_BAD_SAMPLE skip)", skipped)
-
-                evaluated = self.epoch % cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == epochs
-                best = False
-                if evaluated:
-                    metrics, _ = evaluate(self.model, self.val_loader, self.device, ctx, amp_dtype=cfg.TRAIN.AMP)
-                    logger.info(
-                        "epoch %d/%d val top1=%.2f top5=%.2f mAP=%.2f (%d videos)",
-                        self.epoch, epochs, metrics["top1"], metrics["top5"], metrics["mAP"], metrics["num_videos"],
-                    )
-                    if self.writer is not None:
-                        for k in ("top1", "top5", "mAP"):
-                            self.writer.add_scalar(f"val/{k}", metrics[k], self.epoch)
-                    best = metrics["top1"] > self.best_top1
-                    if best:
-                        self.best_top1 = metrics["top1"]
-                self.save(metrics, epoch_end=True, best=best)
+                self.save(epoch_end=True, best=self.validate())
         if self.writer is not None:
             self.writer.close()
-        logger.info(
-            "stage %s done: %.1f s of training; checkpoint %s",
-            self.stage, train_seconds, checkpoint_path(self.output_dir, self.stage),
-        )
-        return {"metrics": metrics, "train_seconds": train_seconds, "stopped": False,
-                "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
+        logger.info("stage %s done: %.1f s of training; checkpoint %s",
+                    self.stage, train_seconds, checkpoint_path(self.output_dir, self.stage))
+        return self._result(train_seconds, stopped=False)
 
-    def forward_no_sync(self):
-        """DDP's no_sync for the micro-steps of gradient accumulation."""
-        module = getattr(self.forward, "_orig_mod", self.forward)
-        return module.no_sync()
+    def _result(self, train_seconds: float, stopped: bool) -> dict:
+        return {"metrics": self.metrics, "train_seconds": train_seconds, "stopped": stopped,
+                "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
 
 
 def _train_process(cfg) -> dict:

@@ -330,11 +330,11 @@ def sampling_figure(
 def batch_figure(model, frames: torch.Tensor, n_valid: torch.Tensor, out: dict, index: int = 0, *,
                  class_names: list[str] | None = None, title: str | None = None, top: int = 5) -> Image.Image:
     """`sampling_figure` of video `index` of a batch: `frames (B, T, 3, H, W)` uint8, `n_valid
-    (B,)` and the output dict of `model` (the S2DNet itself, not a DDP wrapper) on them; the
-    uniform frames and their size come from the model."""
+    (B,)` and the output dict of `model` (the registered model itself, not a DDP wrapper) on
+    them; the uniform frames and their size come from the model."""
     out_b = {key: value[index].detach().float().cpu() for key, value in out.items()}
     n = int(n_valid[index])
-    k, size = (model.snet_frames, model.snet_size) if model.detail_sampling else (model.dnet_frames, model.dnet_size)
+    k, size = model.uniform_input
     return sampling_figure(
         frames[index], n, out_b, uniform_indices=sampler.uniform_indices(torch.tensor([n]), k)[0], input_size=size,
         class_names=class_names, mean=model.mean.cpu(), std=model.std.cpu(), top=top, title=title,

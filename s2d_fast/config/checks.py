@@ -1,0 +1,148 @@
+"""Every rule that ties config keys together, in one place (PySlowFast's `assert_and_infer_cfg`).
+
+`load_config` runs `assert_and_infer_cfg` on every merged config, so a config that reaches the
+rest of the package is known to be usable: each error names the keys involved and the values
+they have. The one rule that needs the run itself, the training batch against the number of
+processes, is `check_batch_for_world`, called once the process group exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fvcore.common.config import CfgNode
+
+from s2d_fast.errors import UserError
+
+from .defaults import CHOICES
+
+# Every backbone of the model table has four stages after its stem (ResNets' layer1-4,
+# MobileNetV2 cut where the resolution halves); S2D.FUSION_STAGES counts them from 1.
+BACKBONE_STAGES = 4
+
+# The smallest value of integer keys that count something.
+_MINIMUMS = {
+    "TRAIN.BATCH_SIZE": 1,
+    "TRAIN.ACCUM_STEPS": 1,
+    "TRAIN.EPOCHS": 0,
+    "TRAIN.CHECKPOINT_PERIOD": 1,
+    "TRAIN.EVAL_PERIOD": 1,
+    "TRAIN.LOG_PERIOD": 1,
+    "TEST.BATCH_SIZE": 1,
+    "DATA.NUM_CANDIDATES": 1,
+    "DATA.NUM_WORKERS": 0,
+    "SNET.NUM_FRAMES": 1,
+    "DNET.NUM_FRAMES": 1,
+    "S2D.TOPK": 1,
+}
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration that cannot be used; the message names the key and, if any, the file."""
+
+
+def value_of(cfg: CfgNode, key: str):
+    """The value of the dotted key `key` (e.g. "TRAIN.BASE_LR")."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+# DATA.INPUT_FORMAT's choices; "" takes the dataset's own.
+INPUT_FORMATS = ("video", "frames")
+
+
+def _check_choices(cfg: CfgNode) -> None:
+    for key, choices in CHOICES.items():
+        value = value_of(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key {key} must be one of {', '.join(choices)}; got {value!r}")
+    if cfg.DATA.INPUT_FORMAT not in INPUT_FORMATS + ("",):
+        raise ConfigError(
+            f"config key DATA.INPUT_FORMAT must be one of {', '.join(INPUT_FORMATS)} or ''; got {cfg.DATA.INPUT_FORMAT!r}"
+        )
+
+
+def _check_minimums(cfg: CfgNode) -> None:
+    for key, low in _MINIMUMS.items():
+        if value_of(cfg, key) < low:
+            raise ConfigError(f"config key {key} must be at least {low}; got {value_of(cfg, key)}")
+    if cfg.DATA.NUM_CLASS < 0:
+        raise ConfigError(f"config key DATA.NUM_CLASS must be 0 (the dataset's count) or positive; got {cfg.DATA.NUM_CLASS}")
+
+
+def _check_frames(cfg: CfgNode) -> None:
+    for key in ("SNET.NUM_FRAMES", "DNET.NUM_FRAMES"):
+        if value_of(cfg, key) > cfg.DATA.NUM_CANDIDATES:
+            raise ConfigError(
+                f"config key {key} ({value_of(cfg, key)}) exceeds DATA.NUM_CANDIDATES "
+                f"({cfg.DATA.NUM_CANDIDATES}): frames are chosen among the candidates"
+            )
+
+
+def _check_views(cfg: CfgNode) -> None:
+    data = cfg.DATA
+    if data.CROP_SIZE > data.SCALE_SIZE:
+        raise ConfigError(f"DATA.CROP_SIZE ({data.CROP_SIZE}) must not exceed DATA.SCALE_SIZE ({data.SCALE_SIZE})")
+    if data.NUM_CROPS not in (1, 3):
+        raise ConfigError(f"DATA.NUM_CROPS must be 1 or 3; got {data.NUM_CROPS}")
+    if data.NUM_CLIPS < 1:
+        raise ConfigError(f"DATA.NUM_CLIPS must be at least 1; got {data.NUM_CLIPS}")
+    for key in ("DATA.MEAN", "DATA.STD"):
+        value = value_of(cfg, key)
+        if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"config key {key} needs three numbers, one per RGB channel; got {value!r}")
+    if min(data.STD) <= 0:
+        raise ConfigError(f"config key DATA.STD must be positive; got {list(data.STD)!r}")
+
+
+def _check_model(cfg: CfgNode) -> None:
+    for stage in cfg.S2D.FUSION_STAGES:
+        if not (isinstance(stage, int) and 1 <= stage <= BACKBONE_STAGES):
+            raise ConfigError(
+                f"S2D.FUSION_STAGES: stage {stage} does not exist; DNet has stages 1-{BACKBONE_STAGES}"
+            )
+    if len(set(cfg.S2D.FUSION_STAGES)) != len(cfg.S2D.FUSION_STAGES):
+        raise ConfigError(f"S2D.FUSION_STAGES names a stage twice: {list(cfg.S2D.FUSION_STAGES)}")
+
+
+def read_flip_label_map(path: str) -> dict[int, int]:
+    """DATA.FLIP_LABEL_MAP's `a b` lines: class a seen mirrored is class b (and b mirrored is a),
+    e.g. Something-Something's "pushing left to right" and "pushing right to left"."""
+    if not Path(path).is_file():
+        raise ConfigError(f"DATA.FLIP_LABEL_MAP {path}: no such file")
+    mapping: dict[int, int] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                a, b = (int(v) for v in fields)
+            except ValueError:
+                raise ConfigError(
+                    f"DATA.FLIP_LABEL_MAP {path}:{lineno}: expected two class numbers `a b`, got {line.strip()!r}"
+                ) from None
+            mapping[a], mapping[b] = b, a
+    return mapping
+
+
+def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
+    """Check every rule between the keys of `cfg`; raise ConfigError naming the keys of the first
+    one broken. Returns `cfg`."""
+    _check_choices(cfg)
+    _check_minimums(cfg)
+    _check_frames(cfg)
+    _check_views(cfg)
+    _check_model(cfg)
+    if cfg.DATA.FLIP_LABEL_MAP:
+        read_flip_label_map(cfg.DATA.FLIP_LABEL_MAP)
+    return cfg
+
+
+def check_batch_for_world(cfg: CfgNode, world: int) -> int:
+    """The training batch of one of `world` processes: TRAIN.BATCH_SIZE is summed over them."""
+    if cfg.TRAIN.BATCH_SIZE % world:
+        raise ConfigError(f"TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) must be a multiple of the {world} processes")
+    return cfg.TRAIN.BATCH_SIZE // world
