@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from s2d_fast.config import ConfigError
 from s2d_fast.engine.optim import parameter_groups
 from s2d_fast.kernels import sample_details_reference
-from s2d_fast.models import build_model, s2d_loss, tsm_backbone
+from s2d_fast.models import build_model, tsm_backbone
 from s2d_fast.models.sampler import DetailSampler
 
 from test_model import batch, small_cfg
@@ -44,7 +44,7 @@ def test_switch_builds_and_trains_one_step(key, value):
     opt = torch.optim.SGD(parameter_groups(model, cfg), lr=0.01, momentum=0.9)
     frames, n_valid, labels = batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    loss = s2d_loss(model(frames, n_valid), labels, cfg.S2D.SNET_LOSS_WEIGHT, cfg.S2D.DNET_LOSS)["loss"]
+    loss = model.loss(model(frames, n_valid), labels)["loss"]
     assert torch.isfinite(loss)
     opt.zero_grad()
     loss.backward()

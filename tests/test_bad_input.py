@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from s2d_fast.config import load_config
-from s2d_fast.data import loader as L
+from s2d_fast import data as L
 from s2d_fast.data import synthetic as S
 
 
@@ -103,8 +103,8 @@ def test_user_errors_are_one_line_messages(tmp_path, monkeypatch):
 
     from s2d_fast.cli import main
     from s2d_fast.config import ConfigError, load_config
-    from s2d_fast.data.loader import choose_backend
-    from s2d_fast.data.transforms import read_label_map
+    from s2d_fast.data import choose_backend
+    from s2d_fast.config import read_flip_label_map as read_label_map
 
     bad_map = tmp_path / "flip.txt"
     bad_map.write_text("0 1\n2 three\n")

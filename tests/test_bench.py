@@ -3,7 +3,7 @@
 from s2d_fast.bench.data import bench_data
 from s2d_fast.config import load_config
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 
 def test_bench_data_reports_every_loader(tiny_dataset, tmp_path):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from s2d_fast.bench import proof
 from s2d_fast.config import ConfigError, load_config
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 
 def _overrides(root):
@@ -91,7 +91,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
-    monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
+    monkeypatch.setattr("s2d_fast.bench.proof.train", no_training)
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), *_overrides(tiny_dataset)])
     assert result.exit_code == 0, result.output
     assert "| s2dnet | S2DNet, warmup then sampling |" in result.output
@@ -106,7 +106,7 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
     def no_training(cfg):
         raise AssertionError("trained")
 
-    monkeypatch.setattr("s2d_fast.engine.trainer.train", no_training)
+    monkeypatch.setattr("s2d_fast.bench.proof.train", no_training)
     with pytest.raises(click.UsageError, match="unknown recipe 'baseline'; recipes: uniform, synopsis, s2dnet-warmup"):
         proof.run_proof([0], tmp_path, [], ["baseline"])
     with pytest.raises(click.UsageError, match="recipe s2dnet starts from synopsis: list both"):
@@ -120,7 +120,7 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
 
 
 def _checkpoint(cfg, path, space_bias=None):
-    from s2d_fast.engine.checkpoint import save_checkpoint
+    from s2d_fast.checkpoint import save_checkpoint
     from s2d_fast.models import build_model
 
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
     cue; a sampler zoomed 20x into the top-left corner never holds it (the generator keeps the cue
     an eighth of the side away from the edges)."""
     from s2d_fast.data.synthetic import render_video
-    from s2d_fast.data.transforms import clip_indices
+    from s2d_fast.data import clip_indices
     from s2d_fast.models.sampler import uniform_indices
 
     s2d = load_config(None, _overrides(tiny_dataset) + ["S2D.FAST_PATH", "False"])

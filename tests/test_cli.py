@@ -7,9 +7,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from s2d_fast.cli import main, split_positionals
+from s2d_fast.cli import main
+from s2d_fast.cli_support import split_positionals
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 

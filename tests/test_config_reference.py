@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from s2d_fast.config import _CHOICES, all_keys, get_defaults
+from s2d_fast.config import CHOICES as _CHOICES
+from s2d_fast.config import all_keys, get_defaults
 from s2d_fast.config import defaults as defaults_module
 from s2d_fast.config.reference import (
     END_MARKER,

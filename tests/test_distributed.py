@@ -14,7 +14,7 @@ from s2d_fast.engine.distributed import _free_port, init_distributed, shutdown_d
 from s2d_fast.engine.evaluate import evaluate, predict_scores
 from s2d_fast.engine.trainer import Trainer
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 
 def _rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:

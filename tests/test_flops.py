@@ -3,7 +3,8 @@
 import pytest
 
 from s2d_fast.config import load_config
-from s2d_fast.models.flops import flops_report, format_flops_table, resolve_num_classes, tsm_flops
+from s2d_fast.data import resolve_num_classes
+from s2d_fast.models.flops import flops_report, format_flops_table, tsm_flops
 from s2d_fast.models.sampler import tap_radius
 
 SMALL = [
@@ -73,3 +74,21 @@ def test_class_count_from_config_dataset_or_assumed():
     cfg.DATA.NUM_CLASS, cfg.DATA.DATASET = 0, "my-videos"
     count, source = resolve_num_classes(cfg)
     assert count == 400 and "assumed" in source and "my-videos" in source
+
+
+def test_fvcore_counts_an_s2d_fast_backbone_as_it_is():
+    """The shift is a custom op in the trace: fvcore counts the network without any patching,
+    and `count_flops` only adds what each op costs (the shift: nothing)."""
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    from s2d_fast.models import tsm_backbone
+    from s2d_fast.models.flops import count_flops
+
+    net = tsm_backbone("resnet50", num_segments=8, num_classes=400).eval()
+    x = torch.zeros(1, 8, 3, 224, 224)
+    plain = FlopCountAnalysis(net, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    assert plain.total() / 1e9 == pytest.approx(32.9, rel=0.01)
+    assert plain.unsupported_ops()["s2d_fast::temporal_shift"] == 16  # every bottleneck shifts
+    counted = count_flops(net, (x,))
+    assert counted.total() == plain.total() and "s2d_fast::temporal_shift" not in counted.unsupported_ops()

@@ -67,21 +67,25 @@ def test_compiled_sample_details_matches_eager():
     torch.testing.assert_close(compiled(frames, index, weight, centers, strides), fn(frames, index, weight, centers, strides))
 
 
-def test_custom_op_registrations_pass_opcheck():
-    # Schema, fake (meta) implementation, autograd registration and AOT dispatch of every op.
+@pytest.mark.parametrize("use_triton", [False, True], ids=["torch", "triton"])
+def test_custom_op_registrations_pass_opcheck(use_triton):
+    # Schema, fake (meta) implementation, autograd registration and AOT dispatch of every op,
+    # through both of its implementations.
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(4, 8, 3, 3, generator=gen, requires_grad=True)
-    torch.library.opcheck(torch.ops.s2d_fast.temporal_shift, (x, 2, 2, False))
-    torch.library.opcheck(torch.ops.s2d_fast.temporal_shift, (x.detach().to(memory_format=torch.channels_last), 2, 2, True))
+    torch.library.opcheck(torch.ops.s2d_fast.temporal_shift, (x, 2, 2, False, use_triton))
+    torch.library.opcheck(torch.ops.s2d_fast.temporal_shift,
+                          (x.detach().to(memory_format=torch.channels_last), 2, 2, True, use_triton))
     frames = torch.randn(2, 3, 3, 4, 4, generator=gen, requires_grad=True)
     index = torch.randint(0, 3, (2, 2, 2), generator=gen)
     weight = torch.rand(2, 2, 2, generator=gen, requires_grad=True)
     mean, std = torch.tensor(MEAN), torch.tensor(STD)
-    torch.library.opcheck(torch.ops.s2d_fast.gather_frames, (frames, index, weight, mean, std, torch.float32))
-    torch.library.opcheck(torch.ops.s2d_fast.gather_frames, (frames.detach().byte(), index, None, None, None, torch.float16))
+    torch.library.opcheck(torch.ops.s2d_fast.gather_frames, (frames, index, weight, mean, std, torch.float32, use_triton))
+    torch.library.opcheck(torch.ops.s2d_fast.gather_frames,
+                          (frames.detach().byte(), index, None, None, None, torch.float16, use_triton))
     torch.library.opcheck(torch.ops.s2d_fast.checked_index, (index, 3))
     centers, strides = torch.rand(2, 2, 2, generator=gen) * 3, torch.rand(2, 2, 2, generator=gen) + 0.5
     torch.library.opcheck(
         torch.ops.s2d_fast.sample_details,
-        (frames.detach(), index, weight.detach(), centers, strides, 3, mean, std, torch.float32),
+        (frames.detach(), index, weight.detach(), centers, strides, 3, mean, std, torch.float32, use_triton),
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from s2d_fast.config import ConfigError, load_config
-from s2d_fast.data import loader as L
+from s2d_fast import data as L
 from s2d_fast.data import synthetic as S
 from s2d_fast.data.datasets import resolve_dataset
 from s2d_fast.models.sampler import uniform_indices

@@ -4,10 +4,11 @@ import torch
 from PIL import Image
 
 from s2d_fast.config import ConfigError, load_config
-from s2d_fast.data.loader import VideoReadError, build_dataset
+from s2d_fast.data import VideoReadError, build_dataset
 from s2d_fast.data.synthetic import CLASSES, FRAME_TEMPLATE, render_video
-from s2d_fast.engine.checkpoint import save_checkpoint
-from s2d_fast.engine.predict import class_names, figure_path, predict_videos, read_video
+from s2d_fast.checkpoint import save_checkpoint
+from s2d_fast.data import class_names
+from s2d_fast.engine.predict import figure_path, predict_videos, read_video
 from s2d_fast.models import build_model
 
 TINY = [

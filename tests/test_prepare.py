@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from s2d_fast.config import load_config
 from s2d_fast.data import commands as C
-from s2d_fast.data import loader as L
+from s2d_fast import data as L
 from s2d_fast.data import prepare as P
 from s2d_fast.data import synthetic as S
 
@@ -84,7 +84,7 @@ def test_lists_from_kinetics_csv_and_something_annotations(tmp_path):
     (tmp_path / "v1.csv").write_text("12;Pushing something left\n")
     (tmp_path / "v1labels.csv").write_text("Holding something\nPushing something left\n")
     assert P.something_v1_rows(tmp_path / "v1.csv", tmp_path / "v1labels.csv")[0] == [("12", 1)]
-    assert P.count_frames(tmp_path / "12", "{:05d}.jpg") == 1
+    assert L.count_frames(tmp_path / "12", "{:05d}.jpg") == 1
     # With no --template, SSv1's own frame names ({:05d}.jpg) are counted.
     result = CliRunner().invoke(C.prepare_lists, ["somethingv1", "--root", str(tmp_path), "--train", str(tmp_path / "v1.csv"),
                                                   "--val", str(tmp_path / "v1.csv"), "--labels", str(tmp_path / "v1labels.csv"),

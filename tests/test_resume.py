@@ -15,10 +15,11 @@ import torch
 
 from s2d_fast.config import load_config
 from s2d_fast.engine import trainer as trainer_module
-from s2d_fast.engine.checkpoint import CheckpointError, link_checkpoint, load_checkpoint, save_checkpoint
+from s2d_fast.models import S2DNet
+from s2d_fast.checkpoint import CheckpointError, link_checkpoint, load_checkpoint, save_checkpoint
 from s2d_fast.engine.distributed import DistContext
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 DETERMINISTIC = ["TRAIN.DETERMINISTIC", "True", "TRAIN.EPOCHS", "2", "TRAIN.CHECKPOINT_ITERS", "2",
                  "TRAIN.LOG_PERIOD", "2", "TRAIN.STAGE", "sampling", "TRAIN.AUTO_RESUME", "True"]
@@ -98,7 +99,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_
     assert good["epoch"] == 2
 
     calls = {"n": 0}
-    real_loss = trainer_module.s2d_loss
+    real_loss = S2DNet.loss
 
     def poisoned(*args, **kwargs):
         losses = real_loss(*args, **kwargs)
@@ -107,7 +108,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(trainer_module, "s2d_loss", poisoned)
+    monkeypatch.setattr(S2DNet, "loss", poisoned)
     cfg = load_config(None, tiny_run(tiny_dataset, out, "TRAIN.EPOCHS", "3", "TRAIN.LOG_PERIOD", "3"))
     with pytest.raises(trainer_module.NonFiniteLossError, match="epoch 3, iteration 1"):
         trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).run()

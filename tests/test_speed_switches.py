@@ -12,7 +12,7 @@ from s2d_fast.engine.evaluate import evaluate
 from s2d_fast.engine.runtime import compile_model
 from s2d_fast.engine.trainer import Trainer
 
-from conftest import tiny_run
+from helpers import tiny_run
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 
@@ -37,3 +37,22 @@ def test_switch_trains_and_evaluates(tiny_dataset, tmp_path, switches):
     assert abs(scores.sum(1) - 1).max() < 1e-3
     state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
     assert (state["scaler"].get("scale", 0) > 0) == (cfg.TRAIN.AMP == "fp16")  # fp16 keeps its loss scale
+
+
+def test_compiled_inference_freezes_weights_without_changing_global_settings():
+    """CPU inference compiles with Inductor's weight freezing (the weights become constants of
+    the graph) passed with the compilation, so the process-wide setting stays as it was."""
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    before = inductor_config.freezing
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    compiled = compile_model(net, True, "default", training=False)
+    with torch.no_grad():
+        first = compiled(x)
+        net[0].weight.add_(1.0)  # frozen: the compiled graph keeps the weights it folded in
+        again = compiled(x)
+    assert inductor_config.freezing == before
+    torch.testing.assert_close(again, first)
+    assert not torch.allclose(net(x), first)

@@ -8,7 +8,7 @@ import pytest
 from s2d_fast.config import load_config
 from s2d_fast.data import synthetic as S
 from s2d_fast.data.datasets import resolve_dataset
-from s2d_fast.data.loader import VideoDataset, read_list_file
+from s2d_fast.data import VideoDataset, read_list_file
 
 SMALL = {"frame_size": 64, "num_frames": 16}  # tiny videos: the tile keeps its real 20-24 px size
 

@@ -5,20 +5,20 @@ import pytest
 import torch
 
 from s2d_fast.config import ConfigError, load_config
-from s2d_fast.data import loader as L
+from s2d_fast import data as L
 from s2d_fast.data import synthetic as S
 from s2d_fast.data import transforms as X
 
 
 def test_one_clip_is_the_segment_centres():
     for n in (3, 8, 48, 301):
-        assert np.array_equal(X.clip_indices(n, 8, 1)[0], L.segment_indices(n, 8, train=False)[0])
+        assert np.array_equal(L.clip_indices(n, 8, 1)[0], L.segment_indices(n, 8, train=False)[0])
 
 
 def test_clips_split_each_segment_evenly():
-    idx, n_valid = X.clip_indices(48, 4, 2)  # segments of 12 frames: points 3 and 9 of each
+    idx, n_valid = L.clip_indices(48, 4, 2)  # segments of 12 frames: points 3 and 9 of each
     assert idx.tolist() == [3, 15, 27, 39, 9, 21, 33, 45] and n_valid == 4
-    short, n_valid = X.clip_indices(3, 4, 2)
+    short, n_valid = L.clip_indices(3, 4, 2)
     assert short.tolist() == [0, 1, 2, 2, 0, 1, 2, 2] and n_valid == 3
 
 

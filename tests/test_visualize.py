@@ -200,7 +200,7 @@ def test_training_logs_scalars_and_a_sampling_picture_to_tensorboard(tiny_datase
     from s2d_fast.engine.distributed import DistContext
     from s2d_fast.engine.trainer import Trainer
 
-    from conftest import tiny_run
+    from helpers import tiny_run
 
     cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.STAGE", "warmup", "TRAIN.VIS_PERIOD", "3"))
     Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).run()

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 import tsm_reference as ref
-from s2d_fast.engine.checkpoint import CheckpointError, save_checkpoint
-from s2d_fast.models.tsm import tsm_backbone
+from s2d_fast.checkpoint import CheckpointError, save_checkpoint
+from s2d_fast.models import tsm_backbone
 from s2d_fast.models.weights import (
     IncompatibleCheckpointError,
     imagenet_file,
