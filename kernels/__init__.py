@@ -1,6 +1,6 @@
-"""Custom kernels of s2d-fast: each op has a Triton kernel (registered as a `torch.library`
-custom op, so `torch.compile(fullgraph=True)` traces through it), a plain torch path and a
-`*_reference` it is tested and benchmarked against. See kernels/README.md."""
+"""Custom kernels of s2d-fast: each op is one `torch.library` custom op holding a Triton kernel
+and a plain torch path (so that tracers and `torch.compile(fullgraph=True)` see it whole), with
+a `*_reference` it is tested and benchmarked against. See kernels/README.md."""
 
 from ._backend import resolve_backend
 from .gather_frames import (

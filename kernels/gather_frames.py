@@ -283,12 +283,20 @@ def gather_frames(
     `(out - mean) / std`. Returns `(B, K, C, H, W)` in `out_dtype` (float32 by default).
     Differentiable with respect to float `frames` and to `weight`. `backend`: None/"auto"
     (Triton for CUDA tensors, torch otherwise), "triton" or "torch". Eager calls go through the
-    custom op `s2d_fast::gather_frames`; under torch.compile the torch path is plain torch ops.
+    custom op `s2d_fast::gather_frames` (what tracers record); the torch path is plain torch ops
+    under torch.compile and when autograd differentiates it.
     """
     index, weight, mean, std, out_dtype = _check_gather_args(
         "gather_frames", frames, index, weight, mean, std, out_dtype
     )
     use_triton = resolve_backend(backend, frames.device) == "triton"
-    if not use_triton and torch.compiler.is_compiling():
+    if not use_triton and (torch.compiler.is_compiling() or _needs_grad(frames, weight)):
         return _gather_frames_torch(frames, index, weight, mean, std, out_dtype)
     return _gather_frames_op(frames, index, weight, mean, std, out_dtype, use_triton)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will differentiate through these inputs: the torch path is then left to
+    torch's own autograd, whose sums are in the order its matmuls take (the op's backward adds
+    them up otherwise, to the last bits)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
-from .gather_frames import Stats, _check_gather_args, _scale, gather_frames_reference
+from .gather_frames import Stats, _check_gather_args, _needs_grad, _scale, gather_frames_reference
 
 BLOCK = 1024
 
@@ -223,6 +223,6 @@ def sample_details(
     if out_size < 1:
         raise ValueError(f"sample_details: out_size must be positive, got {out_size}")
     use_triton = resolve_backend(backend, frames.device) == "triton"
-    if not use_triton and torch.compiler.is_compiling():
+    if not use_triton and (torch.compiler.is_compiling() or _needs_grad(frames, weight, centers, strides)):
         return _sample_details_torch(frames, index, weight, centers, strides, out_size, mean, std, out_dtype)
     return _sample_details_op(frames, index, weight, centers, strides, out_size, mean, std, out_dtype, use_triton)

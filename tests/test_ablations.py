@@ -8,7 +8,6 @@ from s2d_fast.config import ConfigError
 from s2d_fast.engine.optim import parameter_groups
 from s2d_fast.kernels import sample_details_reference
 from s2d_fast.models import build_model, tsm_backbone
-from s2d_fast.models.sampler import DetailSampler
 
 from test_model import batch, small_cfg
 

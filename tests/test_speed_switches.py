@@ -41,7 +41,8 @@ def test_switch_trains_and_evaluates(tiny_dataset, tmp_path, switches):
 
 def test_compiled_inference_freezes_weights_without_changing_global_settings():
     """CPU inference compiles with Inductor's weight freezing (the weights become constants of
-    the graph) passed with the compilation, so the process-wide setting stays as it was."""
+    the graph), switched on only while the compiled module runs, so the process-wide setting
+    stays as it was."""
     import torch._inductor.config as inductor_config
 
     torch._dynamo.reset()

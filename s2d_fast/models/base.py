@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s2d_fast.config import ConfigError
 from s2d_fast.kernels import gather_frames
 
 from .sampler import uniform_indices
@@ -20,10 +21,14 @@ from .sampler import uniform_indices
 class VideoModel(nn.Module):
     """The common interface; subclasses build their networks and define `forward` and `loss`."""
 
+    # Parameter-name prefixes that the sampling stage starts fresh instead of from the warmup.
+    fresh_in_sampling: tuple[str, ...] = ()
+
     def __init__(self, cfg, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
         self.kernel_backend = cfg.KERNELS.BACKEND
+        self.train_only = list(cfg.S2D.TRAIN_ONLY_PARAMS)
         self.stage = "warmup"
         self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.DATA.STD, dtype=torch.float32), persistent=False)
@@ -41,27 +46,61 @@ class VideoModel(nn.Module):
         raise NotImplementedError
 
     def trains(self, name: str) -> bool:
-        """Whether the parameter `name` trains in the current stage."""
-        return name not in self._always_frozen
+        """Whether the parameter `name` trains in the current stage: not if frozen for good, and
+        in the sampling stage only under S2D.TRAIN_ONLY_PARAMS's prefixes when it names any."""
+        if name in self._always_frozen:
+            return False
+        if self.stage == "sampling" and self.train_only:
+            return name.startswith(tuple(self.train_only))
+        return True
 
     def set_stage(self, stage: str) -> None:
         """Switch to the warmup or the sampling stage: sets which parameters train."""
+        if stage == "sampling" and self.train_only:
+            names = [n for n, _ in self.named_parameters()]
+            for prefix in self.train_only:
+                if not any(n.startswith(prefix) for n in names):
+                    tops = sorted({n.split(".")[0] for n in names})
+                    raise ConfigError(
+                        f"S2D.TRAIN_ONLY_PARAMS: no parameter name starts with {prefix!r}; "
+                        f"top-level modules: {', '.join(tops)}"
+                    )
         self.stage = stage
         for name, p in self.named_parameters():
             p.requires_grad_(self.trains(name))
         self.train(self.training)
 
+    def new_classifiers(self, cfg) -> tuple[str, ...]:
+        """Parameter-name prefixes of the classifiers that are new on a pretrained backbone."""
+        return ()
+
     def lr_ratio(self, name: str, cfg) -> float:
         """Learning-rate factor of the parameter `name` in the current stage (before TSM's bias
-        and BN rules)."""
+        and BN rules): in warmup a new classifier on a pretrained backbone learns at
+        TRAIN.NEW_FC_LR_RATIO (TSM); the sampling stage fine-tunes, so it has none."""
+        if self.stage != "sampling" and name.startswith(self.new_classifiers(cfg)):
+            return cfg.TRAIN.NEW_FC_LR_RATIO
         return 1.0
 
     def lr_ratios(self, cfg) -> dict[str, float]:
         return {name: self.lr_ratio(name, cfg) for name, _ in self.named_parameters()}
 
     def load_warmup(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Start the sampling stage from a warmup checkpoint of the same model."""
-        self.load_state_dict(state_dict)
+        """Start the sampling stage from a warmup checkpoint of the same model: everything but
+        `fresh_in_sampling` from it; any other difference is an error naming the keys."""
+        fresh = self.fresh_in_sampling
+        mine = {k: v for k, v in self.state_dict().items() if not (fresh and k.startswith(fresh))}
+        theirs = {k: v for k, v in state_dict.items() if not (fresh and k.startswith(fresh))}
+        problems = [f"missing {k}" for k in mine if k not in theirs]
+        problems += [f"unexpected {k}" for k in theirs if k not in mine]
+        problems += [f"{k} has shape {tuple(v.shape)}, the model {tuple(mine[k].shape)}"
+                     for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
+        if problems:
+            raise ConfigError(
+                f"the warmup checkpoint does not fit this model ({'; '.join(problems[:4])}): the sampling "
+                "stage needs the warmup's SNET, DNET, DATA.NUM_CLASS and S2D.CONTEXT_DIM / FUSION_STAGES"
+            )
+        self.load_state_dict(theirs, strict=False)
 
     def sampler_parameters(self) -> list[nn.Parameter]:
         """What only the sampling stage trains (none for a model without a sampler)."""

@@ -154,12 +154,17 @@ def gflops_per_video(model: nn.Module, cfg) -> float:
     return count_flops(model, _inputs(cfg, device)).total() / 1e9
 
 
-def config_gflops(cfg, num_classes: int) -> float:
-    """GFLOPs per video of the model `cfg` describes as it runs after training: S2DNet in the
-    sampling stage (f_theta active), the uniform baseline as it is. Random weights."""
+def _trained_form(cfg, num_classes: int) -> nn.Module:
+    """The model `cfg` describes as it runs after training (S2DNet in the sampling stage, f_theta
+    active), with random weights."""
     model = build_model(cfg, num_classes, pretrained=False)
     model.set_stage("sampling")
-    return gflops_per_video(model, cfg)
+    return model
+
+
+def config_gflops(cfg, num_classes: int) -> float:
+    """GFLOPs per video of the model `cfg` describes as it runs after training."""
+    return gflops_per_video(_trained_form(cfg, num_classes), cfg)
 
 
 def _skipped(*analyses: FlopCountAnalysis) -> dict[str, int]:
@@ -183,8 +188,7 @@ def flops_report(cfg, num_classes: int, classes_from: str = "given") -> dict:
     analyses = []
     components, total = [], None
     if model_name(cfg) == "s2dnet":
-        model = build_model(cfg, num_classes, pretrained=False)
-        model.set_stage("sampling")
+        model = _trained_form(cfg, num_classes)
         analysis = count_flops(model, _inputs(cfg))
         analyses.append(analysis)
         components = _s2d_rows(cfg, model, analysis)

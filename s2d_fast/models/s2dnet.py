@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2d_fast.config import ConfigError
-
 from .backbones import backbone_from_config
 from .base import VideoModel
 from .sampler import DetailSampler
@@ -119,8 +117,12 @@ class S2DNet(VideoModel):
     `z_s` synopsis logits, `z_d` detail logits, `mask` M, `log_prob` the final log-distribution
     over actions (restricted to M), `detail` the detail frames, and the sampler's placement.
 
-    `set_stage` switches between warmup (sampler at the identity) and sampling.
+    `set_stage` switches between warmup (sampler at the identity) and sampling. Warmup never
+    trains f_theta (its heads are still zero there), so the sampling stage starts it fresh and
+    one warmup serves every sampling variant, also those whose f_theta differs.
     """
+
+    fresh_in_sampling = _SAMPLER_PARTS
 
     def __init__(self, cfg, num_classes: int, pretrained: bool = True):
         super().__init__(cfg, num_classes)
@@ -134,7 +136,6 @@ class S2DNet(VideoModel):
         self.dnet_frames = dnet_cfg.NUM_FRAMES
         self.dnet_size = dnet_cfg.INPUT_SIZE
         self.snet_lr_ratio = s2d.SNET_LR_RATIO
-        self.train_only = list(s2d.TRAIN_ONLY_PARAMS)
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
@@ -184,28 +185,16 @@ class S2DNet(VideoModel):
     def snet_frozen(self) -> bool:
         return self.stage == "sampling" and self.snet_lr_ratio == 0
 
-    def set_stage(self, stage: str) -> None:
+    def trains(self, name: str) -> bool:
         """warmup: the sampler sits at the identity and f_theta does not train. sampling: f_theta
         learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included) and
         `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names start so."""
-        if stage == "sampling" and self.train_only:
-            names = [n for n, _ in self.named_parameters()]
-            for prefix in self.train_only:
-                if not any(n.startswith(prefix) for n in names):
-                    tops = sorted({n.split(".")[0] for n in names})
-                    raise ConfigError(
-                        f"S2D.TRAIN_ONLY_PARAMS: no parameter name starts with {prefix!r}; "
-                        f"top-level modules: {', '.join(tops)}"
-                    )
-        super().set_stage(stage)
-
-    def trains(self, name: str) -> bool:
         if not super().trains(name):
             return False
         if self.stage == "warmup":
             return not name.startswith(_SAMPLER_PARTS)
-        if self.train_only:
-            return name.startswith(tuple(self.train_only))
+        if self.train_only:  # the base class kept only their prefixes
+            return True
         return not (self.snet_frozen and name.startswith("snet."))
 
     def train(self, mode: bool = True):
@@ -214,15 +203,16 @@ class S2DNet(VideoModel):
             self.snet.eval()
         return self
 
+    def new_classifiers(self, cfg) -> tuple[str, ...]:
+        return tuple(head for head, spec in (("snet.fc.", cfg.SNET.PRETRAINED), ("classifier.", cfg.DNET.PRETRAINED))
+                     if spec != "none")
+
     def lr_ratio(self, name: str, cfg) -> float:
         """Sampling stage: f_theta at S2D.SAMPLER_LR_RATIO, times the spatial or temporal ratio for
-        its branches, SNet at S2D.SNET_LR_RATIO. Warmup: a new classifier on a pretrained
-        backbone at TRAIN.NEW_FC_LR_RATIO (the sampling stage fine-tunes, so it has none)."""
+        its branches, SNet at S2D.SNET_LR_RATIO; warmup as every model."""
         s2d = cfg.S2D
         if self.stage != "sampling":
-            new = tuple(head for head, spec in (("snet.fc.", cfg.SNET.PRETRAINED), ("classifier.", cfg.DNET.PRETRAINED))
-                        if spec != "none")
-            return cfg.TRAIN.NEW_FC_LR_RATIO if name.startswith(new) else 1.0
+            return super().lr_ratio(name, cfg)
         if name.startswith("snet."):
             return s2d.SNET_LR_RATIO
         if not name.startswith(_SAMPLER_PARTS):
@@ -232,24 +222,6 @@ class S2DNet(VideoModel):
         if name.startswith(_SPACE_BRANCH):
             return s2d.SAMPLER_LR_RATIO * s2d.SPATIAL_LR_RATIO
         return s2d.SAMPLER_LR_RATIO
-
-    def load_warmup(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Start the sampling stage from a warmup checkpoint: SNet, DNet and f_m from it, f_theta
-        fresh. Warmup never trains f_theta (its heads are still zero there), so one warmup serves
-        every sampling variant, also those whose f_theta differs (an axis switched off, another
-        pooling); any other difference is an error."""
-        mine = {k: v for k, v in self.state_dict().items() if not k.startswith(_SAMPLER_PARTS)}
-        theirs = {k: v for k, v in state_dict.items() if not k.startswith(_SAMPLER_PARTS)}
-        problems = [f"missing {k}" for k in mine if k not in theirs]
-        problems += [f"unexpected {k}" for k in theirs if k not in mine]
-        problems += [f"{k} has shape {tuple(v.shape)}, the model {tuple(mine[k].shape)}"
-                     for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
-        if problems:
-            raise ConfigError(
-                f"the warmup checkpoint does not fit this model ({'; '.join(problems[:4])}): the sampling "
-                "stage needs the warmup's SNET, DNET, DATA.NUM_CLASS and S2D.CONTEXT_DIM / FUSION_STAGES"
-            )
-        self.load_state_dict(theirs, strict=False)
 
     def sampler_parameters(self) -> list[nn.Parameter]:
         """f_theta: what only the sampling stage trains."""

@@ -34,11 +34,8 @@ class TSM(VideoModel):
     def uniform_input(self) -> tuple[int, int]:
         return self.dnet_frames, self.dnet_size
 
-    def lr_ratio(self, name: str, cfg) -> float:
-        """A new classifier on a pretrained backbone learns at TRAIN.NEW_FC_LR_RATIO in warmup."""
-        if self.stage == "warmup" and cfg.DNET.PRETRAINED != "none" and name.startswith("dnet.fc."):
-            return cfg.TRAIN.NEW_FC_LR_RATIO
-        return 1.0
+    def new_classifiers(self, cfg) -> tuple[str, ...]:
+        return ("dnet.fc.",) if cfg.DNET.PRETRAINED != "none" else ()
 
     def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.uniform_frames(frames, n_valid, self.dnet_frames, self.dnet_size)
