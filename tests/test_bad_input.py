@@ -58,7 +58,7 @@ def test_training_replaces_a_bad_video_by_the_next_and_counts_it(broken, backend
             (batch,) = list(loader)
             assert sorted(batch["index"].tolist()) == [0, 1, 3, 3, 4, 5, 6, 7]  # 2 -> 3
             assert batch["valid"].all()
-    assert loader.dataset.bad.num_skipped == 2  # counted each time...
+    assert loader.dataset.notes.num_skipped == 2  # counted each time...
     logged = [r.message for r in caplog.records if "unreadable sample" in r.message]
     assert len(logged) == 1 and "train_00002.webm: no such file" in logged[0]  # ...logged once
 

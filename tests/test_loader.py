@@ -1,5 +1,8 @@
 """List files, TSN segment sampling, decoding and the DataLoader."""
 
+import json
+import logging
+
 import av
 import numpy as np
 import pytest
@@ -63,6 +66,12 @@ def test_list_file_rows_and_errors(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("a/clip one.mp4 30 2\n\nb.mp4 12 0\n")
     assert L.read_list_file(good) == [L.VideoRecord("a/clip one.mp4", 30, 2), L.VideoRecord("b.mp4", 12, 0)]
+    # PySlowFast's and MMAction2's `path label` rows: the frame count comes from the video
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a/clip one.mp4 2\nb.mp4 0\n")
+    records = L.read_list_file(plain)
+    assert records == [L.VideoRecord("a/clip one.mp4", None, 2), L.VideoRecord("b.mp4", None, 0)]
+    assert records[1].where == f"{plain}:2"
     cases = {
         "a.mp4 30 2\nb.mp4 12\n": ":2: expected `path num_frames label`",
         "a.mp4 30 2\nb.mp4 x 1\n": ":2: num_frames and label must be integers",
@@ -150,12 +159,11 @@ def test_eval_is_a_centre_crop_of_the_centre_frames(tiny):
     assert torch.equal(dataset[1]["frames"], sample["frames"])
 
 
-@pytest.mark.parametrize("fmt", ["webm", "frames"])
-def test_list_count_is_a_hint_missing_frames_repeat_the_last(tmp_path, fmt):
-    root = S.generate_synthetic(tmp_path / "d", 1, 1, fmt=fmt, progress=False, workers=1, **SMALL)
+def test_frame_folder_with_fewer_frames_than_listed_repeats_the_last(tmp_path):
+    root = S.generate_synthetic(tmp_path / "d", 1, 1, fmt="frames", progress=False, workers=1, **SMALL)
     rel = (root / "val.txt").read_text().split()[0]
     records = [L.VideoRecord(rel, 40, 0)]  # the list says 40 frames; there are 16
-    dataset = L.VideoDataset(records, root, fmt="video" if fmt == "webm" else "frames", num_segments=8,
+    dataset = L.VideoDataset(records, root, fmt="frames", num_segments=8,
                              scale_size=64, crop_size=64, train=False, flip=False, num_classes=12)
     sample = dataset[0]
     frames = sample["frames"]
@@ -165,6 +173,30 @@ def test_list_count_is_a_hint_missing_frames_repeat_the_last(tmp_path, fmt):
     for k, i in enumerate(idx):
         assert torch.equal(frames[k], full[min(i, 15)])
     assert sample["n_valid"] == 8
+
+
+@pytest.mark.parametrize("fmt", ["webm", "mp4"])
+def test_the_video_counts_its_frames_the_list_only_hints(tmp_path, fmt, caplog):
+    """A row that lists 40 frames for a 16-frame video reads the 16 (once noted, naming the
+    row), the same as a `path label` row and a row with the right count."""
+    root = S.generate_synthetic(tmp_path / "d", 1, 1, fmt=fmt, progress=False, workers=1, **SMALL)
+    rel = (root / "val.txt").read_text().split()[0]
+
+    def first(num_frames, where=""):
+        dataset = L.VideoDataset([L.VideoRecord(rel, num_frames, 0, where)], root, fmt="video",
+                                 num_segments=8, scale_size=64, crop_size=64, train=False, flip=False, num_classes=12)
+        return dataset, dataset[0]
+
+    right, listed_none = first(16)[1], first(None)[1]
+    dataset, wrong = first(40, "val.txt:1")
+    for sample in (listed_none, wrong):
+        assert torch.equal(sample["frames"], right["frames"]) and sample["n_valid"] == 8
+    with caplog.at_level(logging.WARNING):
+        dataset.notes.note_all(wrong["notes"], replaced=False)
+        dataset.notes.note_all(wrong["notes"], replaced=False)
+    said = [r.message for r in caplog.records if "the list says 40 frames" in r.message]
+    assert len(said) == 1 and said[0].startswith("val.txt:1:") and "has 16" in said[0]
+    assert json.loads(right["notes"]) == [] and dataset.bad_samples == []
 
 
 def test_seeking_gives_the_same_frames_as_decoding_from_the_start(tmp_path):

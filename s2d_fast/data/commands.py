@@ -15,6 +15,9 @@ from .datasets import DATASETS
 from .decoders import TSN_FRAME_TEMPLATE
 
 
+_SHOWN = 5  # skipped entries named on the terminal; the file has them all
+
+
 def _print_summary(what: str, written: dict, skipped: Counter) -> None:
     for name, count in written.items():
         click.echo(f"{name}: {count} {what}")
@@ -40,6 +43,8 @@ def prepare_frames(video_dir, out_dir, template, short_side, quality, workers):
                f"failed {len(summary['failed'])}")
     for failure in summary["failed"]:
         click.echo(f"failed: {failure['reason']}")
+    if summary["failed"]:
+        raise click.exceptions.Exit(1)
 
 
 @click.command(cls=UserErrorCommand)
@@ -68,6 +73,7 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
         raise click.UsageError(f"{kind} needs --labels")
     names = {"kinetics": ("train.txt", "val.txt")}.get(kind, ("train_videofolder.txt", "val_videofolder.txt"))
     skipped: Counter = Counter()
+    left_out: list[str] = []
     written = {}
     classes = None
     for ann, name in zip((train_ann, val_ann), names):
@@ -78,9 +84,15 @@ def prepare_lists(kind, root, train_ann, val_ann, labels, template, out_dir):
         else:
             rows, classes = P.something_v2_rows(Path(ann), Path(labels))
             rows = [(P._resolve(root, video), label) for video, label in rows]
-        written[name] = P.write_list(rows, root, out / name, template, skipped)
+        written[name] = P.write_list(rows, root, out / name, template, skipped, left_out)
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     _print_summary("videos", written, skipped)
+    if left_out:
+        (out / P.LISTS_SKIPPED_FILE).write_text("".join(left_out))
+        for line in left_out[:_SHOWN]:
+            click.echo(f"  {line.rstrip()}")
+        more = f" ({len(left_out) - _SHOWN} more)" if len(left_out) > _SHOWN else ""
+        click.echo(f"skipped entries, one per line{more}: {out / P.LISTS_SKIPPED_FILE}")
 
 
 @click.command(cls=UserErrorCommand)

@@ -55,7 +55,7 @@ class Prepared:
 
     index: int
     data: list[np.ndarray]  # one buffer per video, or one per distinct frame file
-    indices: np.ndarray  # frame indices, clamped to what the file has
+    indices: np.ndarray  # frame indices, within what the file has
     frame_of: np.ndarray  # frame files: which buffer of `data` each of the indices is
     n_valid: int
     rois: list[tuple[np.ndarray, np.ndarray]]  # relative (y, x) start and end, per crop
@@ -64,6 +64,7 @@ class Prepared:
     scaled: tuple[int, int]  # (width, height) of the scaled frame
     window: tuple[np.ndarray, np.ndarray]  # (y, x) start and size of what the decoder cuts out
     sliced: bool  # the decoder outputs the one crop box itself
+    notes: str  # what the sample noted (JSON), as VideoDataset's samples carry it
 
 
 class DaliLoader:
@@ -106,28 +107,31 @@ class DaliLoader:
         return [self._pool.submit(self._prepare, epoch, index) for epoch, index in batch]
 
     def _prepare(self, epoch: int, index: int) -> Prepared | None:
-        """The sample's plan and bytes, or None for the PyAV path (codec, or a read error that
-        PyAV will report under the bad-input policy)."""
+        """The sample's plan and bytes, or None for the PyAV path (codec, rotation, or a read
+        error that PyAV will report under the bad-input policy)."""
         ds = self.dataset
-        record = ds.records[index]
-        path = str(ds.root / record.path)
-        rng = np.random.default_rng([ds.seed, epoch, index])
-        indices, n_valid = ds.temporal_plan(record, rng)
+        path = str(ds.root / ds.records[index].path)
+        rng = np.random.default_rng([ds.seed, epoch, index])  # drawn from in the order VideoDataset draws
+        notes: list[dict] = []
         frame_of = np.zeros(0, np.int64)
         try:
+            num_frames = ds.frame_count(index, notes)
+            indices, n_valid = ds.temporal_plan(num_frames, rng)
             if ds.fmt == "frames":
-                data, frame_of, available, width, height = self._read_frames(path, indices)
+                data, frame_of, width, height, available = self._read_frames(path, indices)
+                n_valid = min(n_valid, available or n_valid)
             else:
                 info = probe_video(path)
-                if info.codec not in self.codecs:
-                    self._route_once(info.codec)
+                if info.rotation:
+                    self._route_once("DALI does not turn rotated videos upright: those files go through PyAV")
                     return None
-                data, available, width, height = [np.fromfile(path, np.uint8)], info.num_frames, info.width, info.height
+                if info.codec not in self.codecs:
+                    where = "on this GPU" if self.use_gpu else "without a GPU"
+                    self._route_once(f"DALI cannot decode {info.codec} {where}: those files go through PyAV")
+                    return None
+                data, width, height = [np.fromfile(path, np.uint8)], info.width, info.height
         except (VideoReadError, OSError):
             return None
-        if indices.max() >= available:  # fewer frames than listed: the last one repeats
-            indices = np.minimum(indices, available - 1)
-            n_valid = min(n_valid, available)
         w, h = scaled_size(width, height, ds.scale_size)
         boxes, flip = spatial_plan(w, h, ds.crop_size, ds.train, ds.flip, ds.num_crops, rng)
         rois = [(np.array([y / h, x / w], np.float32), np.array([(y + bh) / h, (x + bw) / w], np.float32))
@@ -136,22 +140,23 @@ class DaliLoader:
         sliced = ds.fmt == "frames" and len(boxes) == 1 and (width, height) == (w, h)
         window = ((np.array(boxes[0][:2], np.int32), np.array(boxes[0][2:], np.int32)) if sliced
                   else (np.zeros(2, np.int32), np.array([height, width], np.int32)))
-        return Prepared(index, data, indices, frame_of, n_valid, rois, flip, boxes, (w, h), window, sliced)
+        return Prepared(index, data, indices, frame_of, n_valid, rois, flip, boxes, (w, h), window, sliced,
+                        json.dumps(notes))
 
-    def _read_frames(self, folder: str, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int, int]:
+    def _read_frames(self, folder: str, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int, int | None]:
         template = self.dataset.frame_template
-        last = int(indices.max())
-        available = frames_if_short(folder, template, last) or last + 1
+        available = frames_if_short(folder, template, int(indices.max()))  # fewer than listed: clamp
+        if available is not None:
+            indices = np.minimum(indices, available - 1)
         width, height = _folder_size(os.path.join(folder, template.format(1)))
-        wanted, frame_of = np.unique(np.minimum(indices, available - 1), return_inverse=True)
+        wanted, frame_of = np.unique(indices, return_inverse=True)
         data = [np.fromfile(os.path.join(folder, template.format(int(i) + 1)), np.uint8) for i in wanted]  # each once
-        return data, frame_of.reshape(-1), available, width, height
+        return data, frame_of.reshape(-1), width, height, available
 
-    def _route_once(self, codec: str) -> None:
-        if codec not in self._routed:
-            self._routed.add(codec)
-            where = "on this GPU" if self.use_gpu else "without a GPU"
-            logger.info("DALI cannot decode %s %s: those files go through PyAV", codec, where)
+    def _route_once(self, why: str) -> None:
+        if why not in self._routed:
+            self._routed.add(why)
+            logger.info("%s", why)
 
     # --- per batch --------------------------------------------------------------------------
 
@@ -179,7 +184,8 @@ class DaliLoader:
         fallback = {}
         for position, ((epoch, index), p) in enumerate(zip(batch, prepared)):
             if position in done:
-                samples.append(ds.finish(ds.records[index], index, frames[position], p.n_valid, p.flip))
+                samples.append({**ds.finish(ds.records[index], index, frames[position], p.n_valid, p.flip),
+                                "notes": p.notes})
             else:
                 fallback[position] = self._pool.submit(ds.__getitem__, (epoch, index))
                 samples.append(None)
@@ -190,8 +196,7 @@ class DaliLoader:
 
     def _collate(self, samples: list[dict], frames: torch.Tensor) -> dict:
         for sample in samples:
-            for bad in json.loads(sample.pop("bad", "[]")):
-                self.dataset.bad.note(bad["path"], bad["reason"], replaced=self.dataset.train)
+            self.dataset.notes.note_all(sample.pop("notes", "[]"), replaced=self.dataset.train)
         return {
             "frames": frames,
             "n_valid": torch.tensor([s["n_valid"] for s in samples], dtype=torch.int64),

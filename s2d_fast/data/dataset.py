@@ -20,47 +20,78 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from .decoders import TSN_FRAME_TEMPLATE, VideoReadError, decode_video, read_frames
+from .decoders import TSN_FRAME_TEMPLATE, VideoReadError, decode_video, folder_frames, probe_video, read_frames
 from .frame_indices import clip_indices, segment_indices
-from .lists import VideoRecord
+from .lists import RejectedRow, VideoRecord
 from .transforms import apply_boxes, spatial_plan
 
 logger = logging.getLogger(__name__)
 
 
-class BadSamples:
-    """What could not be read: each path logged once, replacements counted (training), the
-    unreadable videos listed as `{"path", "reason"}` (evaluation)."""
+# The kinds of note a sample can carry.
+UNREADABLE, MISCOUNTED, TRUNCATED = "unreadable", "miscounted", "truncated"
+LOGGED_PER_KIND = 5  # notes of a kind logged one by one
+
+
+class SampleNotes:
+    """What the samples had to say, gathered in the main process: unreadable videos (each path
+    logged once; replacements counted in training; listed as `{"path", "reason", "index"}` in
+    evaluation) and rows whose listed frame count or length the video contradicts (logged
+    once). A note marked fatal (DATA.ON_BAD_SAMPLE error, met in a DataLoader worker) raises
+    here, so that the error reads as it would without workers."""
 
     def __init__(self):
         self.samples: list[dict] = []
         self.num_skipped = 0
-        self._seen: set[str] = set()
+        self._seen: set[tuple[str, str]] = set()
+        self._logged: dict[str, int] = {}
 
-    def note(self, path: str, reason: str, replaced: bool) -> None:
-        if replaced:
+    def note(self, note: dict, replaced: bool) -> None:
+        if note.get("fatal"):
+            raise VideoReadError(note["reason"])
+        kind = note.get("kind", UNREADABLE)
+        if kind == UNREADABLE and replaced:
             self.num_skipped += 1
-        if path in self._seen:
+        if (kind, note["path"]) in self._seen:
             return
-        self._seen.add(path)
-        self.samples.append({"path": path, "reason": reason})
-        what = "replaced by the next readable video" if replaced else "scored as wrong"
-        logger.warning("unreadable sample (%s): %s", what, reason)
+        self._seen.add((kind, note["path"]))
+        if kind == UNREADABLE:
+            self.samples.append({"path": note["path"], "reason": note["reason"], "index": note.get("index")})
+            what = "replaced by the next readable video" if replaced else "scored as wrong"
+            self._log(kind, f"unreadable sample ({what}): {note['reason']}")
+        else:
+            self._log(kind, note["reason"])
+
+    def _log(self, kind: str, message: str) -> None:
+        """The first LOGGED_PER_KIND notes of a kind one by one, then that more are not."""
+        logged = self._logged.get(kind, 0)
+        self._logged[kind] = logged + 1
+        if logged < LOGGED_PER_KIND:
+            logger.warning("%s", message)
+        elif logged == LOGGED_PER_KIND:
+            logger.warning("more %s samples are not logged one by one (evaluation lists them all)", kind)
+
+    def note_all(self, notes: str, replaced: bool) -> None:
+        """The JSON list a sample carries under "notes"."""
+        for note in json.loads(notes):
+            self.note(note, replaced)
 
 
 class VideoDataset(Dataset):
-    """Samples `{"frames", "n_valid", "label", "index", "valid", "bad"}` from a list of videos.
+    """Samples `{"frames", "n_valid", "label", "index", "valid", "notes"}` from a list of videos.
 
     `frames` is uint8 `(T, 3, H, W)`, or `(V, T, 3, H, W)` for V = num_clips * num_crops > 1
     views (clip-major). An item is an index or `(epoch, index)` (what `EpochSampler` yields): the
-    epoch only seeds the frame offsets, crop and flip.
+    epoch only seeds the frame offsets, crop and flip. Frames are chosen among the ones the video
+    (or frame folder) really has; a row whose listed count is off by more than one frame, or a
+    video that ends before its last frame, is noted.
 
     An unreadable video raises VideoReadError with `on_bad="error"`. With "skip", training takes
     the next readable video of the list instead (deterministically) and evaluation returns zero
-    frames with `valid` False; `bad` carries what went wrong (JSON) to the main process, where
-    the loader notes it in `bad_samples` (DataLoader workers cannot share a list).
+    frames with `valid` False. `notes` carries what went wrong (JSON) to the main process, where
+    the loader gathers it in `notes` (DataLoader workers cannot share a list).
     """
 
     def __init__(
@@ -98,7 +129,8 @@ class VideoDataset(Dataset):
         self.num_crops = 1 if train else num_crops
         self.on_bad = on_bad
         self.flip_label_map = flip_label_map or {}
-        self.bad = BadSamples()
+        self.notes = SampleNotes()
+        self.rejected: list[RejectedRow] = []  # rows of the list file left out as malformed
 
     @property
     def num_views(self) -> int:
@@ -106,28 +138,29 @@ class VideoDataset(Dataset):
 
     @property
     def bad_samples(self) -> list[dict]:
-        return self.bad.samples
+        return self.notes.samples
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, item) -> dict:
         epoch, index = item if isinstance(item, tuple) else (0, item)
-        if self.on_bad == "error":
-            return self._load(index, epoch)
-        bad = []
-        for k in range(len(self.records) if self.train else 1):
+        notes: list[dict] = []
+        for k in range(len(self.records) if self.train and self.on_bad == "skip" else 1):
             candidate = (index + k) % len(self.records)
             try:
-                sample = self._load(candidate, epoch)
+                sample = self._load(candidate, epoch, notes)
                 break
             except VideoReadError as err:
-                bad.append({"path": str(self.root / self.records[candidate].path), "reason": str(err)})
+                if self.on_bad == "error" and get_worker_info() is None:
+                    raise
+                notes.append({"path": str(self.root / self.records[candidate].path), "reason": str(err),
+                              "index": candidate, "kind": UNREADABLE, "fatal": self.on_bad == "error"})
         else:
-            if self.train:
-                raise VideoReadError(f"no video of the list could be read; the last: {bad[-1]['reason']}")
+            if self.train and self.on_bad == "skip":
+                raise VideoReadError(f"no video of the list could be read; the last: {notes[-1]['reason']}")
             sample = self.invalid_sample(index)
-        sample["bad"] = json.dumps(bad)
+        sample["notes"] = json.dumps(notes)
         return sample
 
     def invalid_sample(self, index: int) -> dict:
@@ -137,11 +170,32 @@ class VideoDataset(Dataset):
         return {"frames": torch.zeros(shape, dtype=torch.uint8), "n_valid": t, "label": self.records[index].label,
                 "index": index, "valid": False}
 
-    def temporal_plan(self, record: VideoRecord, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """Frame indices (all clips, clip after clip) and n_valid, from the listed frame count."""
+    def frame_count(self, index: int, notes: list[dict]) -> int:
+        """How many frames the row's video has (a listed count that is off by more than one frame
+        is noted). A frame folder's rows keep their listed count, as TSN's lists are written from
+        the folders (a folder that has fewer is clamped when read); a `path label` row counts."""
+        record = self.records[index]
+        path = self.root / record.path
+        if self.fmt == "frames":
+            return record.num_frames if record.num_frames is not None else folder_frames(path, self.frame_template)
+        count = probe_video(str(path)).num_frames
+        if record.num_frames is not None and abs(record.num_frames - count) > 1:
+            notes.append({"path": str(path), "kind": MISCOUNTED, "reason": (
+                f"{record.where or record.path}: the list says {record.num_frames} frames, {path} has {count}; "
+                f"reading the {count}")})
+        return count
+
+    def temporal_plan(self, num_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Frame indices (all clips, clip after clip) and n_valid for a video of `num_frames`."""
         if self.train:
-            return segment_indices(record.num_frames, self.num_segments, True, rng)
-        return clip_indices(record.num_frames, self.num_segments, self.num_clips)
+            return segment_indices(num_frames, self.num_segments, True, rng)
+        return clip_indices(num_frames, self.num_segments, self.num_clips)
+
+    def note_truncated(self, index: int, available: int, num_frames: int, notes: list[dict]) -> None:
+        path = str(self.root / self.records[index].path)
+        notes.append({"path": path, "kind": TRUNCATED, "reason": (
+            f"{path}: ends after {available} of its {num_frames} frames (truncated?); its last frame stands in "
+            "for the missing ones")})
 
     def finish(self, record: VideoRecord, index: int, views: torch.Tensor, n_valid: int, flip: bool) -> dict:
         """The sample dict from `(V, T, 3, c, c)` views; a flip swaps mirrored labels."""
@@ -155,14 +209,16 @@ class VideoDataset(Dataset):
             return read_frames(path, indices, self.scale_size, self.frame_template)
         return decode_video(path, indices, self.scale_size)
 
-    def _load(self, index: int, epoch: int) -> dict:
+    def _load(self, index: int, epoch: int, notes: list[dict]) -> dict:
         """One sample; raises VideoReadError for an unreadable video (the skip policy wraps this)."""
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        indices, n_valid = self.temporal_plan(record, rng)
+        num_frames = self.frame_count(index, notes)
+        indices, n_valid = self.temporal_plan(num_frames, rng)
         frames, available = self._read(record, indices)
         if available is not None:
             n_valid = min(n_valid, available)
+            self.note_truncated(index, available, num_frames, notes)
         _, h, w, _ = frames.shape
         boxes, flip = spatial_plan(w, h, self.crop_size, self.train, self.flip, self.num_crops, rng)
         views = apply_boxes(frames, boxes, self.crop_size, flip)  # (crops, clips * T, 3, c, c)

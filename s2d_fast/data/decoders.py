@@ -7,6 +7,7 @@ numbering, `TSN_FRAME_TEMPLATE` unless the dataset says otherwise).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from dataclasses import dataclass
@@ -49,36 +50,58 @@ def count_frames(folder: str | os.PathLike, template: str) -> int:
     return sum(1 for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(suffix))
 
 
-def frames_if_short(folder: str | os.PathLike, template: str, last: int) -> int | None:
-    """None when the frame folder has frame `last` (0-based), else how many frames it has; a
-    folder with none named like `template` raises VideoReadError."""
-    if os.path.isfile(os.path.join(folder, template.format(last + 1))):
-        return None
+def folder_frames(folder: str | os.PathLike, template: str) -> int:
+    """The frame count of a frame folder; VideoReadError for a missing folder or one with none."""
+    if not os.path.isdir(folder):
+        raise VideoReadError(f"{folder}: no such frame folder")
     available = count_frames(folder, template)
     if available == 0:
         raise VideoReadError(f"{folder}: no frames named like {template.format(1)}")
     return available
 
 
+def frames_if_short(folder: str | os.PathLike, template: str, last: int) -> int | None:
+    """None when the frame folder has frame `last` (0-based), else how many frames it has; a
+    folder with none named like `template` raises VideoReadError."""
+    if os.path.isfile(os.path.join(folder, template.format(last + 1))):
+        return None
+    return folder_frames(folder, template)
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     codec: str
-    width: int
+    width: int  # as stored; `rotation` may turn it for display
     height: int
     num_frames: int
+    pts: tuple[int, ...] | None  # every frame's timestamp, in presentation order (None: some lack one)
+    rotation: int  # degrees counter-clockwise that display turns the stored frames: 0, 90, 180, 270
+
+
+def _quarter_turns(degrees: float | None) -> int:
+    return round((degrees or 0) / 90) % 4
 
 
 @functools.lru_cache(maxsize=None)
 def probe_video(path: str) -> VideoInfo:
-    """Codec, size and frame count (packets, no decoding) of a video file; cached per path."""
+    """Codec, size, frame count and timestamps (packets; only the first frame is decoded, for its
+    rotation) of a video file; cached per path."""
     check_file(path)
     try:
         with av.open(path) as container:
             if not container.streams.video:
                 raise VideoReadError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            count = sum(1 for packet in container.demux(stream) if packet.size)
-            info = VideoInfo(stream.codec_context.name, stream.width, stream.height, count)
+            stamps, rotation = [], None
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                stamps.append(packet.pts)
+                if rotation is None:
+                    rotation = next((frame.rotation for frame in packet.decode()), None)
+            pts = None if any(t is None for t in stamps) else tuple(sorted(stamps))
+            info = VideoInfo(stream.codec_context.name, stream.width, stream.height, len(stamps), pts,
+                             90 * _quarter_turns(rotation))
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoReadError(f"{path}: cannot decode: {err}") from err
     if info.num_frames == 0 or not info.width:
@@ -99,39 +122,46 @@ def frames_at(path: Path, template: str) -> int:
 # --- decoding -------------------------------------------------------------------------------
 
 
+def frame_to_rgb(frame: av.VideoFrame, short_side: int) -> np.ndarray:
+    """An upright RGB image of `frame`, its short side resized to `short_side` (0 keeps the
+    size): the stream's rotation is applied, as ffmpeg does when it displays or extracts."""
+    turns = _quarter_turns(frame.rotation)
+    width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+    if short_side:
+        width, height = scaled_size(width, height, short_side)
+    stored = (height, width) if turns % 2 else (width, height)
+    image = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1], interpolation="BILINEAR")
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 class _NoTimestamps(Exception):
     """After a seek, frames without timestamps cannot be numbered: decode from the start."""
 
 
-def _decode_pass(path: str, wanted: np.ndarray, short_side: int, seek: bool) -> tuple[dict, int | None]:
+def _decode_pass(path: str, info: VideoInfo, wanted: np.ndarray, short_side: int, seek: bool) -> tuple[dict, int | None]:
     with av.open(path) as container:
-        if not container.streams.video:
-            raise VideoReadError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_count = 1  # DataLoader workers are the parallelism
-        rate = stream.average_rate or stream.guessed_rate
-        base = stream.time_base
-        start = stream.start_time or 0
-        seeked = bool(seek and rate and base and wanted[0] >= SEEK_MIN_FRAMES)
+        # Frames are numbered by their rank in presentation order, so that a variable-rate video
+        # gives the frames DALI and an extracted frame folder give.
+        seeked = bool(seek and info.pts is not None and wanted[0] >= SEEK_MIN_FRAMES)
         if seeked:
-            container.seek(start + int(wanted[0] / rate / base), stream=stream, backward=True, any_frame=False)
+            container.seek(info.pts[int(wanted[0])], stream=stream, backward=True, any_frame=False)
         frames: dict[int, np.ndarray] = {}
         pending = 0  # wanted[pending] is the next frame still to find
-        last = last_index = size = None
+        last = last_index = None
         for count, frame in enumerate(container.decode(stream)):
-            if frame.pts is not None and rate and base:
-                index = round(float((frame.pts - start) * base * rate))
+            if info.pts is not None and frame.pts is not None:
+                index = bisect.bisect_left(info.pts, frame.pts)
             elif seeked:
                 raise _NoTimestamps
             else:
                 index = count
-            if size is None:
-                size = scaled_size(frame.width, frame.height, short_side)
             image = None
             # Each wanted frame takes the first decoded frame at or after it (gaps in the timestamps).
             while pending < len(wanted) and wanted[pending] <= index:
                 if image is None:
-                    image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
+                    image = frame_to_rgb(frame, short_side)
                 frames[int(wanted[pending])] = image
                 pending += 1
             last, last_index = frame, index
@@ -139,24 +169,25 @@ def _decode_pass(path: str, wanted: np.ndarray, short_side: int, seek: bool) -> 
                 return frames, None
         if last is None:
             raise VideoReadError(f"{path}: no frames could be decoded")
-        # Shorter than listed: the missing frames are the last one (the list's count is a hint).
-        image = last.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
+        # The file ends before its last wanted frame (truncated): the missing frames are the last one.
+        image = frame_to_rgb(last, short_side)
         for w in wanted[pending:]:
             frames[int(w)] = image
         return frames, last_index + 1
 
 
 def decode_video(path: str | os.PathLike, indices: np.ndarray, short_side: int) -> tuple[np.ndarray, int | None]:
-    """Frames `uint8 (len(indices), H, W, 3)` at `indices`, short side resized to `short_side`,
-    decoding only up to the last one; and the real frame count if the video ended early, else None."""
+    """Upright frames `uint8 (len(indices), H, W, 3)` at `indices` (ranks in presentation
+    order), short side resized to `short_side`, decoding only up to the last one; and the
+    frames the file really has if it ends before the last one (truncated), else None."""
     path = str(path)
-    check_file(path)
+    info = probe_video(path)
     wanted = np.unique(indices)
     try:
         try:
-            frames, available = _decode_pass(path, wanted, short_side, seek=True)
+            frames, available = _decode_pass(path, info, wanted, short_side, seek=True)
         except _NoTimestamps:
-            frames, available = _decode_pass(path, wanted, short_side, seek=False)
+            frames, available = _decode_pass(path, info, wanted, short_side, seek=False)
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoReadError(f"{path}: cannot decode: {err}") from err
     return np.stack([frames[int(i)] for i in indices]), available
@@ -169,7 +200,7 @@ def read_frames(
     folder = Path(folder)
     if not folder.is_dir():
         raise VideoReadError(f"{folder}: no such frame folder")
-    # Fewer frames than listed: clamp to what there is, as for a video that ends early.
+    # Fewer frames than asked for: clamp to what there is, as for a video that ends early.
     available = frames_if_short(folder, template, int(indices.max()))
     if available is not None:
         indices = np.minimum(indices, available - 1)

@@ -3,19 +3,18 @@ backend that decodes it (a DALI pipeline, or PyAV and PIL in DataLoader workers)
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from s2d_fast.config import ConfigError, check_batch_for_world, read_flip_label_map
+from s2d_fast.config import ConfigError, check_batch_for_world, read_flip_label_map, uses_gpus
 
 from .dali import DaliLoader
 from .dataset import VideoDataset
 from .datasets import resolve_dataset
-from .lists import read_list_file
+from .lists import read_list
 from .samplers import EpochSampler
 
 
@@ -42,9 +41,9 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
     `resolve_dataset`)."""
     resolved = resolve_dataset(cfg, generate=generate)
     on_bad = cfg.DATA.ON_BAD_SAMPLE
-    records = read_list_file(resolved.list_file(split), resolved.num_classes, on_bad)
+    records, rejected = read_list(resolved.list_file(split), resolved.num_classes, on_bad)
     flip, label_map = flip_policy(cfg, resolved)
-    return VideoDataset(
+    dataset = VideoDataset(
         records,
         resolved.root,
         fmt=resolved.fmt,
@@ -61,16 +60,17 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
         on_bad=on_bad,
         flip_label_map=label_map,
     )
+    dataset.rejected = rejected  # malformed rows left out (DATA.ON_BAD_SAMPLE skip): evaluation counts them
+    return dataset
 
 
 class VideoLoader(DataLoader):
-    """A DataLoader that notes, in the main process, the bad samples its workers met."""
+    """A DataLoader that gathers, in the main process, what its workers' samples noted."""
 
     def __iter__(self):
         for batch in super().__iter__():
-            for report in batch.pop("bad", ()):
-                for bad in json.loads(report):
-                    self.dataset.bad.note(bad["path"], bad["reason"], replaced=self.dataset.train)
+            for notes in batch.pop("notes", ()):
+                self.dataset.notes.note_all(notes, replaced=self.dataset.train)
             yield batch
 
 
@@ -119,7 +119,7 @@ def build_loader(cfg, split: str, *, shuffle: bool | None = None, drop_last: boo
     batch_size, sampler, drop_last = batch_plan(cfg, split, dataset, shuffle, drop_last, distributed)
     if choose_backend(cfg) == "dali":
         return DaliLoader(dataset, sampler, batch_size, drop_last, num_threads=max(1, cfg.DATA.NUM_WORKERS),
-                          use_gpu=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
+                          use_gpu=uses_gpus(cfg) and torch.cuda.is_available())
     workers = cfg.DATA.NUM_WORKERS
     return VideoLoader(
         dataset,
@@ -129,6 +129,6 @@ def build_loader(cfg, split: str, *, shuffle: bool | None = None, drop_last: boo
         persistent_workers=workers > 0,
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(cfg.RNG_SEED),
-        pin_memory=cfg.NUM_GPUS > 0 and torch.cuda.is_available(),
+        pin_memory=uses_gpus(cfg) and torch.cuda.is_available(),
         drop_last=drop_last,
     )

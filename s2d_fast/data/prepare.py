@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from PIL import Image
 from tqdm import tqdm
 
 from s2d_fast.errors import UserError
 
-from .decoders import TSN_FRAME_TEMPLATE, frames_at
-from .transforms import scaled_size
+from .decoders import TSN_FRAME_TEMPLATE, frame_to_rgb, frames_at
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 PARTIAL = ".partial"
@@ -40,16 +40,16 @@ def extract_one(job: tuple) -> tuple[str, str, str]:
     try:
         count = 0
         with av.open(video) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
             stream = container.streams.video[0]
             stream.thread_count = 1  # the pool runs one video per process
             for frame in container.decode(stream):
-                size = scaled_size(frame.width, frame.height, short_side) if short_side else (frame.width, frame.height)
-                image = frame.to_image(width=size[0], height=size[1])
                 count += 1
-                image.save(partial / template.format(count), quality=quality)
+                Image.fromarray(frame_to_rgb(frame, short_side)).save(partial / template.format(count), quality=quality)
         if count == 0:
-            raise ValueError("no frames")
-    except (av.FFmpegError, OSError, ValueError, IndexError) as err:
+            raise ValueError("no frames could be decoded")
+    except (av.FFmpegError, OSError, ValueError) as err:
         shutil.rmtree(partial, ignore_errors=True)
         return name, "failed", f"{video}: {err or type(err).__name__}"
     partial.rename(final)
@@ -85,18 +85,26 @@ def _track(results, bar):
         yield result
 
 
-def write_list(rows, root: Path, out: Path, template: str, skipped: Counter) -> int:
+LISTS_SKIPPED_FILE = "lists_skipped.txt"  # what `prepare lists` left out, one entry per line
+
+
+def write_list(rows, root: Path, out: Path, template: str, skipped: Counter, left_out: list[str]) -> int:
     """Write `path num_frames label` for each (relative path, label) that exists under `root`
-    (a frame folder or a video file); what is missing or empty is counted in `skipped`."""
+    (a frame folder or a video file); what is missing or empty is counted in `skipped` and
+    named in `left_out` (`list: path: reason` lines)."""
     lines = []
     for rel, label in tqdm(rows, desc=out.name, unit="video", leave=False):
         path = root / rel
+        reason = None
         if not path.exists():
-            skipped["missing"] += 1
-            continue
-        frames = frames_at(path, template)
-        if frames == 0:
-            skipped["no frames"] += 1
+            reason = "missing"
+        else:
+            frames = frames_at(path, template)
+            if frames == 0:
+                reason = "no frames"
+        if reason:
+            skipped[reason] += 1
+            left_out.append(f"{out.name}: {rel}: {reason}\n")
             continue
         lines.append(f"{rel} {frames} {label}\n")
     out.write_text("".join(lines))
@@ -104,12 +112,16 @@ def write_list(rows, root: Path, out: Path, template: str, skipped: Counter) -> 
 
 
 def _resolve(root: Path, stem: str) -> str:
-    """`stem` as a frame folder, else as a video file with any known suffix (default .mp4)."""
-    if (root / stem).is_dir():
-        return stem
-    for suffix in VIDEO_SUFFIXES:
-        if (root / (stem + suffix)).is_file():
-            return stem + suffix
+    """`stem` as a frame folder, else as a video file with any known suffix (default .mp4). A
+    class folder may also be written with underscores for spaces (MMAction2's download script
+    renames them so)."""
+    folder, _, name = stem.rpartition("/")
+    for candidate in dict.fromkeys([stem] + ([f"{folder.replace(' ', '_')}/{name}"] if " " in folder else [])):
+        if (root / candidate).is_dir():
+            return candidate
+        for suffix in VIDEO_SUFFIXES:
+            if (root / (candidate + suffix)).is_file():
+                return candidate + suffix
     return stem
 
 

@@ -41,6 +41,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from s2d_fast.config import CHOICES
+
 from .decoders import TSN_FRAME_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ DETAILS = ("rows", "columns", "checks")
 CLASSES = tuple(f"{group}-{detail}" for group in GROUPS for detail in DETAILS)
 SPLITS = {"train": 0, "val": 1}
 
-FORMATS = ("webm", "mp4", "frames")
+FORMATS = CHOICES["SYNTHETIC.FORMAT"]
 FRAME_TEMPLATE = TSN_FRAME_TEMPLATE
 # Constant quality with headroom: a 2-px pattern still matches its template after decoding at
 # crf 32 in both codecs (the tests decode and check). One encoder thread: the generator already
