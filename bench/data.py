@@ -123,7 +123,7 @@ def bench_data(cfg, num_batches: int = 8, backends: tuple[str, ...] = ("dali", "
             "runs_videos_per_s": [t["videos_per_s"] for t in timed],
         }
         if name != "baseline":
-            rows[name]["skipped"] = loaders[name].dataset.bad.num_skipped
+            rows[name]["skipped"] = loaders[name].dataset.notes.num_skipped
     base = rows["baseline"]["videos_per_s"]
     for row in rows.values():
         row["vs_baseline"] = round(row["videos_per_s"] / base, 2)

@@ -5,17 +5,17 @@ DATA.NUM_CANDIDATES, H = W = DATA.CROP_SIZE), already on the device, and runs it
 evaluation forward: frame reads and normalisation, resizes, backbones, the log-distribution.
 - `s2dnet`: the configured S2DNet in the sampling stage (f_theta active), random weights, eval
   mode under `torch.no_grad`, so that the detail sampler takes its inference fast path.
-- `tsmN`: TSM on DNET.ARCH with N uniform whole frames at DNET.INPUT_SIZE, built as S2DNet with
-  `S2D.DETAIL_SAMPLING False` and `DNET.NUM_FRAMES N` (the uniform baseline), so it reads the
-  same candidates; `tsm8` and `tsm16` are K and 2K at paper scale.
+- `tsmN`: TSM on DNET.ARCH with N uniform whole frames at DNET.INPUT_SIZE, the registered `tsm`
+  model (the uniform baseline, `S2D.DETAIL_SAMPLING False`) with `DNET.NUM_FRAMES N`, so it
+  reads the same candidates; `tsm8` and `tsm16` are K and 2K at paper scale.
 
 Modes are `{eager|compiled}-{fp32|bf16|fp16}[-cl]`: fp32 runs without autocast, bf16 / fp16
 under `runtime.autocast`; `compiled` is `runtime.compile_model` (Inductor, with weight freezing
 for CPU inference), compiled once per model and mode and warmed up before any timing; `-cl`
 puts the 2-D convolutions in channels_last (`runtime.to_device`).
 
-GFLOPs per video are fvcore's counts (one multiply-add = one flop): `flops_report`'s total for
-S2DNet and `tsm_flops` (the backbone with its classifier) for TSM. Timing: one warm-up pass
+GFLOPs per video are fvcore's counts (one multiply-add = one flop): `config_gflops` for the
+configured model and `tsm_flops` (the backbone with its classifier) for TSM. Timing: one warm-up pass
 over all batches per model and mode, then `repeats` repeats; in each repeat every model x mode
 runs all batches once, in an order rotated from repeat to repeat, so that drifting clocks and
 neighbours' load hit them alike. videos/s = B * batches / seconds of a repeat; the table shows
@@ -38,9 +38,11 @@ from s2d_fast.config import ConfigError
 from s2d_fast.data.datasets import resolve_num_classes
 from s2d_fast.data.loader import build_dataset
 from s2d_fast.engine.evaluate import write_json
-from s2d_fast.engine.runtime import autocast, compile_model, to_device
+from s2d_fast.engine.runtime import autocast, compile_model, device_name, to_device
 from s2d_fast.models import VideoModel, build_model
 from s2d_fast.models.flops import config_gflops, tsm_flops
+
+from .harness import median, resolve_device, sync
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
 DEFAULT_MODELS = ("s2dnet", "tsm8", "tsm16")
@@ -53,17 +55,6 @@ _clock = {"start": time.perf_counter()}
 def _progress(message: str) -> None:
     elapsed = time.perf_counter() - _clock["start"]
     print(f"[bench eval {elapsed:7.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def parse_mode(mode: str) -> dict:
@@ -94,7 +85,7 @@ def _model_name(cfg, model: str) -> str:
     dnet = cfg.DNET
     if model == "s2dnet":
         if not cfg.S2D.DETAIL_SAMPLING:
-            return f"S2DNet uniform baseline (TSM-{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})"
+            return f"uniform baseline (TSM-{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})"
         snet = cfg.SNET
         return (f"S2DNet ({snet.ARCH} {snet.NUM_FRAMES}x{snet.INPUT_SIZE} + "
                 f"{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})")
@@ -176,12 +167,6 @@ class _Runner:
                     raise RuntimeError("the model's log_prob is not finite anywhere")
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def _split(items: Iterable[str] | str) -> list[str]:
     if isinstance(items, str):
         items = items.split(",")
@@ -223,7 +208,7 @@ def bench_eval(
     the result. `inputs`: `random`, `dataset` (the validation list of DATA.DATASET, generating
     the built-in dataset if need be) or `auto` (the dataset if it is on disk, else random)."""
     modes, models, specs = check_args(cfg, batch_size, batches, repeats, modes, models, inputs)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     num_classes, classes_from = resolve_num_classes(cfg)
     started = _clock["start"] = time.perf_counter()
     _progress(f"{len(models)} models x {len(modes)} modes on {device_name(dev)}")
@@ -256,10 +241,10 @@ def bench_eval(
                 runners[model, mode] = _Runner(module, dev, spec["amp"])
                 what = "compiling and warming up" if spec["compiled"] else "warming up"
                 _progress(f"{model} {mode}: {what}")
-                _sync(dev)
+                sync(dev)
                 start = time.perf_counter()
                 runners[model, mode](data, check=True)
-                _sync(dev)
+                sync(dev)
                 if spec["compiled"]:
                     compile_seconds[model][mode] = round(time.perf_counter() - start, 1)
                     _progress(f"{model} {mode}: compiled in {compile_seconds[model][mode]:.0f} s")
@@ -270,10 +255,10 @@ def bench_eval(
         for r in range(repeats):
             order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
             for pair in order:
-                _sync(dev)
+                sync(dev)
                 start = time.perf_counter()
                 runners[pair](data)
-                _sync(dev)
+                sync(dev)
                 runs[pair].append(videos / (time.perf_counter() - start))
             _progress(f"repeat {r + 1}/{repeats} done")
     finally:
@@ -286,7 +271,7 @@ def bench_eval(
             "model": model,
             "name": _model_name(model_cfg, model),
             "gflops": gflops[model],
-            "videos_per_s": {mode: _median(runs[model, mode]) for mode in modes},
+            "videos_per_s": {mode: median(runs[model, mode]) for mode in modes},
             "best_videos_per_s": {mode: max(runs[model, mode]) for mode in modes},
             "runs": {mode: runs[model, mode] for mode in modes},
         })

@@ -29,7 +29,6 @@ import click
 import torch
 
 from s2d_fast.cli_support import UserErrorCommand
-
 from s2d_fast.kernels import (
     gather_frames,
     gather_frames_bytes,
@@ -43,15 +42,12 @@ from s2d_fast.kernels import (
     topk_frame_index,
 )
 
+from .harness import median, resolve_device, sync
+
 SHIFT_SHAPES = [(64, 56, 56), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
 SEGMENTS = (8, 16)
 BATCH = 8
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
@@ -60,13 +56,13 @@ def _median_times(fns: dict[str, Callable[[], object]], repeats: int, device: to
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats + 2):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             fns[name]()
-            _sync(device)
+            sync(device)
             if r >= 2:
                 times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return {name: median(t) for name, t in times.items()}
 
 
 def _copy_bandwidth(device: torch.device, repeats: int) -> float:
@@ -136,7 +132,7 @@ def bench_kernels(
     """Time every op against its reference (and floor); print a table, return (and optionally
     write as JSON) one dict per measured row. `device`: "auto" (CUDA if available), "cpu",
     "cuda"; `quick`: two shift shapes, a batch-2 gather and at most 3 repeats, for smoke tests."""
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     if quick:
         repeats = min(repeats, 3)
     copy_bw = _copy_bandwidth(dev, repeats) if dev.type == "cuda" else None

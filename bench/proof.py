@@ -150,8 +150,8 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
         return result
     cfg = recipe_config(recipe, seed, out_dir, overrides)
     _progress(f"seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
-    trained = train(cfg)
-    if trained is None or trained.get("stopped"):
+    trained = train(cfg).value
+    if trained.get("stopped"):
         raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
     metrics = trained["metrics"]
     # A row's minutes count every run it stands on; its epochs are the detail network's, and the

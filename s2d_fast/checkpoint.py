@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -75,25 +76,70 @@ def link_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load with `weights_only=True`: tensors and plain containers only, no code runs."""
+def _first_line_with(text: str, word: str) -> str:
+    return next((line.strip() for line in text.splitlines() if word in line), "")
+
+
+def _load_torch(path: Path, map_location, mmap: bool):
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path}: not a checkpoint written by torch.save ({err})") from None
+        detail = _first_line_with(str(err), "Unsupported")
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects that need arbitrary code to unpickle "
+            f"(only tensors and plain Python containers are accepted){'; ' + detail if detail else ''}"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as err:
+        # The first sentence of torch's reason; a bare key or index (what pickle says of a text
+        # file) says nothing worth showing.
+        reason = str(err).splitlines()[0].split(". ")[0] if isinstance(err, (RuntimeError, EOFError)) else ""
+        raise CheckpointError(f"{path}: not a checkpoint written by torch.save{f' ({reason})' if reason else ''}") from None
+
+
+def _load_safetensors(path: Path, map_location) -> dict:
+    """A file `export` wrote: the weights, and the stage, epoch, class count and config it
+    carries as metadata, in a training checkpoint's keys."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    if not meta.get("num_classes"):
+        raise CheckpointError(f"{path}: a safetensors file without s2d-fast's metadata (written by `s2d-fast export`?)")
+    return {"model": tensors, "stage": meta.get("stage") or "sampling", "epoch": int(meta.get("epoch") or 0),
+            "num_classes": int(meta["num_classes"]), "config": meta.get("config", ""),
+            "class_names": json.loads(meta["class_names"]) if meta.get("class_names") else None}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, mmap: bool = False) -> dict:
+    """A training checkpoint (read with `weights_only=True`: tensors and plain containers only,
+    no code runs; `mmap` maps the tensors instead of reading them) or a `.safetensors` export."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects that need arbitrary code to unpickle "
-            f"(only tensors and plain Python containers are accepted): {err}"
-        ) from None
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint: {err}") from None
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, map_location)
+    return _load_torch(path, map_location, mmap)
+
+
+def stored_config(path: str | os.PathLike) -> str:
+    """The YAML config a checkpoint was trained with ("" if it has none), read without loading
+    its weights."""
+    state = load_checkpoint(path, mmap=Path(path).suffix != ".safetensors")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an s2d-fast checkpoint")
+    return state.get("config") or ""
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The model weights of a training checkpoint as plain safetensors, with the stage, class
-    count and config as metadata: no optimiser, no pickle."""
+    count, class names and config as metadata: no optimiser, no pickle. `eval` and `predict`
+    read it as they read the checkpoint."""
     from safetensors.torch import save_file
 
     state = load_checkpoint(checkpoint)
@@ -105,6 +151,7 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
         "epoch": str(state.get("epoch", "")),
         "num_classes": str(state.get("num_classes", "")),
         "config": state.get("config", ""),
+        "class_names": json.dumps(state.get("class_names")) if state.get("class_names") else "",
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ user's mistake in any of them prints as one line (`cli_support.UserErrorGroup`).
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -12,22 +13,44 @@ from s2d_fast.bench.data import bench_data_command
 from s2d_fast.bench.eval import bench_eval_command
 from s2d_fast.bench.kernels import bench_kernels_command
 from s2d_fast.bench.proof import bench_proof_command
-from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorGroup, config_arguments, config_from_args, split_pairs
-from s2d_fast.config import CHOICES, get_defaults, load_config
+from s2d_fast.checkpoint import checkpoint_path, newest_checkpoint
+from s2d_fast.cli_support import (
+    PAIRS_SETTINGS,
+    UserErrorGroup,
+    builtin_recipe,
+    config_arguments,
+    config_from_args,
+    split_pairs,
+    split_positionals,
+)
+from s2d_fast.config import CHOICES, get_defaults
 from s2d_fast.data.commands import prepare_frames, prepare_lists, prepare_mini_kinetics
 
 _DEFAULTS = get_defaults()
 
 
+# Reasons printed per kind of problem; the JSON (--json) and TEST.PREDICTIONS hold them all.
+_SHOWN_REASONS = 5
+
+
 def _print_metrics(metrics: dict) -> None:
+    checkpoint = metrics.get("checkpoint", {})
+    scored = f" of {checkpoint['path']} (stage {checkpoint['stage']}, epoch {checkpoint['epoch']})" if checkpoint else ""
     click.echo(
         f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  mAP {metrics['mAP']:.2f}  "
-        f"({metrics['num_videos']} videos)"
+        f"({metrics['num_videos']} videos){scored}"
     )
-    if metrics.get("unreadable"):
-        click.echo(f"{metrics['unreadable']} videos could not be read and count as wrong:")
-        for bad in metrics["unreadable_videos"]:
-            click.echo(f"  {bad['reason']}")
+    for count, what, items in (
+        (metrics.get("unreadable"), "videos could not be read", [b["reason"] for b in metrics.get("unreadable_videos", [])]),
+        (metrics.get("rejected"), "list rows were malformed", [f"{r['where']}: {r['reason']}" for r in metrics.get("rejected_rows", [])]),
+    ):
+        if not count:
+            continue
+        click.echo(f"{count} {what} and count as wrong:")
+        for reason in items[:_SHOWN_REASONS]:
+            click.echo(f"  {reason}")
+        if len(items) > _SHOWN_REASONS:
+            click.echo(f"  ... and {len(items) - _SHOWN_REASONS} more (all in the JSON, --json)")
 
 
 @click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,18 +79,56 @@ def train(stage, dataset, output, config_file, args):
     `EVALUATE True` evaluates TRAIN.RESUME (or the newest checkpoint) instead of training.
     The sampling stage starts from TRAIN.RESUME or this OUTPUT_DIR's warmup checkpoint.
     """
-    cfg = config_from_args(config_file, args, DATA__DATASET=dataset, TRAIN__STAGE=stage, OUTPUT_DIR=output)
+    options = {"DATA__DATASET": dataset, "TRAIN__STAGE": stage, "OUTPUT_DIR": output}
+    cfg = config_from_args(config_file, args, recipe="train_{stage}", **options)
     if cfg.EVALUATE:
         from s2d_fast.engine.evaluate import evaluate_checkpoint
 
-        _print_metrics(evaluate_checkpoint(cfg))
+        outcome = evaluate_checkpoint(cfg)
+        if outcome.reports:
+            _print_metrics(outcome.value)
         return
+    if not (config_file or split_positionals(args)[1]):
+        _train_synopsis_first(cfg, args)
+    _report_training(_train(cfg))
+
+
+def _train(cfg):
     from s2d_fast.engine.trainer import train as run_train
 
-    result = run_train(cfg)
+    return run_train(cfg)
+
+
+def _train_synopsis_first(cfg, args) -> None:
+    """The built-in recipes start SNet from the synopsis network trained alone (its own recipe):
+    train it first when its checkpoint is missing."""
+    synopsis = config_from_args(str(builtin_recipe("synopsis")), args)
+    start = checkpoint_path(synopsis.OUTPUT_DIR, "warmup", "last")
+    if cfg.TRAIN.STAGE != "warmup" or cfg.SNET.PRETRAINED != str(start) or start.is_file():
+        return
+    click.echo(f"SNET.PRETRAINED {start} is missing: training the synopsis network first "
+               f"({builtin_recipe('synopsis')}, {synopsis.TRAIN.EPOCHS} epochs)", err=True)
+    _report_training(_train(synopsis), then="the warmup")
+
+
+def _report_training(outcome, then: str = "") -> None:
+    """The result of a training run, once; a run stopped by a signal exits 128 + its number."""
+    if not outcome.reports:
+        raise click.exceptions.Exit(0)
+    result = outcome.value
     if result["metrics"]:
         _print_metrics(result["metrics"])
-    click.echo(f"checkpoint: {result['checkpoint']}  ({result['train_seconds']:.0f} s of training)")
+    if result["stopped"]:
+        name = signal.Signals(result["signal"]).name
+        click.echo(f"stopped by {name} at epoch {result['epoch'] + 1}, iteration {result['iteration']}; checkpoint "
+                   f"{result['checkpoint']}; run the same command again to continue")
+        raise click.exceptions.Exit(128 + result["signal"])
+    if result["done_before"]:
+        trained = f"trained already: {result['epoch']} epochs" if result["epoch"] else "TRAIN.EPOCHS 0: nothing trained"
+        click.echo(f"checkpoint: {result['checkpoint']}  ({trained})")
+    else:
+        click.echo(f"checkpoint: {result['checkpoint']}  ({result['train_seconds']:.0f} s of training)"
+                   + (f"; now {then}" if then else ""))
 
 
 @main.command(name="eval", context_settings=PAIRS_SETTINGS)
@@ -82,11 +143,13 @@ def evaluate(checkpoint, json_path, output, config_file, args):
     """
     from s2d_fast.engine.evaluate import evaluate_checkpoint, write_json
 
-    cfg = config_from_args(config_file, args, OUTPUT_DIR=output)
-    metrics = evaluate_checkpoint(cfg, checkpoint)
-    _print_metrics(metrics)
+    cfg, checkpoint = _model_config(config_file, args, checkpoint, OUTPUT_DIR=output)
+    outcome = evaluate_checkpoint(cfg, checkpoint)
+    if not outcome.reports:
+        return
+    _print_metrics(outcome.value)
     if json_path:
-        click.echo(f"wrote {write_json(metrics, json_path)}")
+        click.echo(f"wrote {write_json(outcome.value, json_path)}")
 
 
 @main.command(context_settings=PAIRS_SETTINGS)
@@ -105,16 +168,37 @@ def predict(videos, checkpoint, config_file, label_map, save_vis):
     The PNG shows the synopsis frames, where the detail frames sit in time, each detail
     frame's zoom window, what the detail network saw, and the top-5 bars.
     """
-    from s2d_fast.engine.predict import predict_videos
+    from s2d_fast.engine.predict import iter_predictions
 
     paths, pairs = split_pairs(list(videos))
-    cfg = load_config(config_file, pairs)
-    for result in predict_videos(cfg, paths, checkpoint, label_map=label_map, save_vis=save_vis):
+    cfg, checkpoint = _model_config(config_file, tuple(pairs), checkpoint)
+    failed = 0
+    for result in iter_predictions(cfg, paths, checkpoint, label_map=label_map, save_vis=save_vis, keep_going=True):
+        if "error" in result:
+            failed += 1
+            click.echo(f"Error: {result['error']}", err=True)
+            continue
         click.echo(result["video"])
         for class_id, name, prob in result["top"]:
             click.echo(f"  {prob:.3f}  {name} ({class_id})")
         if "figure" in result:
             click.echo(f"  wrote {result['figure']}")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _model_config(config_file, args, checkpoint, **options):
+    """The config and checkpoint to evaluate or predict with. With `--config`, that config and
+    its OUTPUT_DIR's newest checkpoint (or the one named). Without, the checkpoint's own saved
+    config, so that its model is built as it was trained: the checkpoint named, else TRAIN.RESUME,
+    else the newest in OUTPUT_DIR (the built-in recipe's when nothing else says)."""
+    if config_file or split_positionals(args)[1]:
+        cfg = config_from_args(config_file, args, **options)
+        return cfg, checkpoint or cfg.TRAIN.RESUME or str(newest_checkpoint(cfg.OUTPUT_DIR))
+    if not checkpoint:
+        where = config_from_args(None, args, recipe="train_sampling", **options)
+        checkpoint = where.TRAIN.RESUME or str(newest_checkpoint(where.OUTPUT_DIR))
+    return config_from_args(None, args, checkpoint=checkpoint, **options), checkpoint
 
 
 @main.group()

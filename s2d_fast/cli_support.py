@@ -8,10 +8,12 @@ they import this module, and `cli.py` imports them, never the reverse.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 
-from s2d_fast.config import load_config
+from s2d_fast.checkpoint import stored_config
+from s2d_fast.config import load_config, packaged_configs
 from s2d_fast.errors import UserError
 
 # The exceptions a user can fix: the CLI prints their message alone. FileNotFoundError and
@@ -32,7 +34,9 @@ class UserErrorCommand(click.Command):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as err:
-            raise click.ClickException(str(err)) from None
+            shown = click.ClickException(str(err))
+            shown.exit_code = getattr(err, "exit_code", 1)  # e.g. 130 / 143 for a run stopped by a signal
+            raise shown from None
 
 
 class UserErrorGroup(click.Group):
@@ -66,20 +70,52 @@ def split_pairs(words: list[str]) -> tuple[list[str], list[str]]:
     return words[:first], words[first:]
 
 
-def config_from_args(config_file: str | None, args: tuple[str, ...], **options: str | None):
+def _pairs(words: list[str]) -> dict[str, str]:
+    return {words[i]: words[i + 1] for i in range(0, len(words) - 1, 2)}
+
+
+def builtin_recipe(name: str) -> Path:
+    """A recipe of the built-in dataset shipped with the package (`configs/synthetic/<name>.yaml`)."""
+    return packaged_configs() / "synthetic" / f"{name}.yaml"
+
+
+def config_from_args(config_file: str | None, args: tuple[str, ...], *, recipe: str | None = None,
+                     checkpoint: str | None = None, **options: str | None):
     """The config of a command: `--config` or the positional YAML, the positional dataset, then
     the command's own options (`options` maps a config key, dots as `__`, to its value or None),
-    then the KEY VALUE pairs."""
+    then the KEY VALUE pairs. An option and a pair that set the same key must agree.
+
+    With no config file: the config saved in `checkpoint` when one is given (the model it holds
+    is built as it was trained); else, on the built-in dataset as generated under
+    DATA.CACHE_DIR (no other dataset named, no DATA.ROOT), its own `recipe` (a name in
+    `configs/synthetic/`, `{stage}` standing for the stage asked for), which is sized for a
+    laptop, where the defaults are paper-scale.
+    """
     pos_dataset, pos_config, pairs = split_positionals(args)
     if pos_config and config_file:
         raise click.UsageError(f"two config files given: --config {config_file} and {pos_config}")
+    given = _pairs(pairs)
     overrides: list[str] = []
     if pos_dataset is not None:
         overrides += ["DATA.DATASET", pos_dataset]
-    for key, value in options.items():
-        if value is not None:
-            overrides += [key.replace("__", "."), value]
-    return load_config(config_file or pos_config, overrides + pairs)
+    for name, value in options.items():
+        key = name.replace("__", ".")
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            raise click.UsageError(f"{key} is given twice, {value!r} by an option and {given[key]!r} as a KEY VALUE pair")
+        overrides += [key, value]
+    config_file = config_file or pos_config
+    saved = None
+    if not config_file and checkpoint:
+        text = stored_config(checkpoint)
+        saved = (text, str(checkpoint)) if text else None
+    elif not config_file and recipe:
+        chosen = {**given, **dict(zip(overrides[::2], overrides[1::2]))}
+        if chosen.get("DATA.DATASET", "synthetic") == "synthetic" and not chosen.get("DATA.ROOT"):
+            config_file = str(builtin_recipe(recipe.format(stage=chosen.get("TRAIN.STAGE", "warmup"))))
+            click.echo(f"no config file: the built-in dataset's recipe {config_file}", err=True)
+    return load_config(config_file, overrides + pairs, saved=saved)
 
 
 def config_arguments(command):

@@ -22,7 +22,7 @@ MAY_IMPORT = {
     "data": {"base", "cli_support"},  # its `prepare` commands
     "models": {"base", "checkpoint", "kernels"},
     "engine": {"base", "checkpoint", "kernels", "data", "models"},
-    "cli_support": {"base"},
+    "cli_support": {"base", "checkpoint"},
     "bench": {"base", "checkpoint", "kernels", "data", "models", "engine", "cli_support"},
     "cli": {"base", "checkpoint", "kernels", "data", "models", "engine", "cli_support", "bench"},
 }
@@ -172,3 +172,10 @@ except RuntimeError as err:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "backend='triton' needs Triton, which is not installed" in done.stdout
+
+
+def test_one_backbone_table_and_the_configs_choices_are_its_names():
+    from s2d_fast.config import CHOICES
+    from s2d_fast.models import BACKBONES
+
+    assert sorted(CHOICES["SNET.ARCH"]) == sorted(CHOICES["DNET.ARCH"]) == sorted(BACKBONES)

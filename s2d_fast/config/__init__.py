@@ -11,12 +11,12 @@ from pathlib import Path
 import yaml
 from fvcore.common.config import CfgNode
 
-from .checks import ConfigError, assert_and_infer_cfg, check_batch_for_world, read_flip_label_map
+from .checks import ConfigError, assert_and_infer_cfg, check_batch_for_world, read_flip_label_map, uses_gpus
 from .defaults import CHOICES, get_defaults
 
 __all__ = [
     "CHOICES", "CfgNode", "ConfigError", "all_keys", "assert_and_infer_cfg", "check_batch_for_world", "get_defaults",
-    "load_config", "packaged_configs", "read_flip_label_map", "save_config",
+    "load_config", "packaged_configs", "read_flip_label_map", "save_config", "uses_gpus",
 ]
 
 
@@ -59,6 +59,11 @@ def _coerce(key: str, value, default, where: str):
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
@@ -107,19 +112,26 @@ def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
+def _read_yaml(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of config keys at the top level")
+    return data
+
+
 def _merge_yaml(cfg: CfgNode, path: Path, seen: tuple[Path, ...] = ()) -> None:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ inheritance loops back to this file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    data = _read_yaml(path.read_text(), str(path))
     base = data.pop("_BASE_", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: _BASE_ names the YAML file this one inherits; got {base!r}")
     if base:
         _merge_yaml(cfg, (path.parent / base), seen + (path,))
     for key, value in _flatten(data):
@@ -137,9 +149,16 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> list[tuple[str, objec
 def load_config(
     config_file: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    *,
+    saved: tuple[str, str] | None = None,
 ) -> CfgNode:
-    """Defaults, then `config_file` (with `_BASE_`), then `KEY VALUE` overrides; frozen."""
+    """Defaults, then a config saved with a run (`saved`: its YAML text and where it comes from,
+    e.g. a checkpoint), then `config_file` (with `_BASE_`), then `KEY VALUE` overrides; frozen."""
     cfg = get_defaults()
+    if saved is not None:
+        text, source = saved
+        for key, value in _flatten(_read_yaml(text, source)):
+            _set(cfg, key, value, f"{source} (the config it was trained with): ")
     if config_file:
         _merge_yaml(cfg, Path(config_file))
     for key, value in parse_overrides(overrides):

@@ -8,6 +8,7 @@ processes, is `check_batch_for_world`, called once the process group exists.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from fvcore.common.config import CfgNode
@@ -97,6 +98,19 @@ def _check_views(cfg: CfgNode) -> None:
         raise ConfigError(f"config key DATA.STD must be positive; got {list(data.STD)!r}")
 
 
+def _check_backbones(cfg: CfgNode) -> None:
+    for net in ("SNET", "DNET"):
+        if cfg[net].TEMPORAL_POOL and cfg[net].ARCH == "mobilenetv2":
+            raise ConfigError(f"config key {net}.TEMPORAL_POOL: temporal pooling is defined for the ResNet backbones "
+                              f"only, as in TSM; {net}.ARCH is mobilenetv2")
+        if cfg[net].TEMPORAL_POOL and cfg[net].NUM_FRAMES % 2:
+            raise ConfigError(f"config key {net}.TEMPORAL_POOL halves the frames: {net}.NUM_FRAMES must be even, "
+                              f"got {cfg[net].NUM_FRAMES}")
+    if cfg.KERNELS.BACKEND == "triton" and importlib.util.find_spec("triton") is None:
+        raise ConfigError("config key KERNELS.BACKEND triton: Triton is not installed (it exists for Linux only); "
+                          "auto or torch runs the torch paths")
+
+
 def _check_model(cfg: CfgNode) -> None:
     for stage in cfg.S2D.FUSION_STAGES:
         if not (isinstance(stage, int) and 1 <= stage <= BACKBONE_STAGES):
@@ -135,10 +149,16 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _check_minimums(cfg)
     _check_frames(cfg)
     _check_views(cfg)
+    _check_backbones(cfg)
     _check_model(cfg)
     if cfg.DATA.FLIP_LABEL_MAP:
         read_flip_label_map(cfg.DATA.FLIP_LABEL_MAP)
     return cfg
+
+
+def uses_gpus(cfg: CfgNode) -> bool:
+    """Whether the run's processes use GPUs: NUM_GPUS > 0, unless DIST.DEVICE puts them on the CPU."""
+    return cfg.NUM_GPUS > 0 and cfg.DIST.DEVICE != "cpu"
 
 
 def check_batch_for_world(cfg: CfgNode, world: int) -> int:

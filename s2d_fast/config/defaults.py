@@ -49,12 +49,13 @@ _C.TEST.PREDICTIONS = ""  # if set, write per-video predictions (JSON lines) to 
 
 _C.DIST = CfgNode()
 _C.DIST.TIMEOUT = 300  # seconds a collective may wait: a dead rank makes the others fail, not hang
+_C.DIST.DEVICE = "auto"  # auto: one GPU per process when NUM_GPUS > 0 | cpu: NUM_GPUS processes on the CPU (gloo)
 
 _C.DATA = CfgNode()
 _C.DATA.DATASET = "synthetic"  # registered dataset name: synthetic, kinetics400, mini-kinetics, ...
 _C.DATA.ROOT = ""  # folder the list files' paths are relative to; "" uses the dataset's default
-_C.DATA.TRAIN_LIST = ""  # TSN list file `path num_frames label` for training; "" = dataset default
-_C.DATA.VAL_LIST = ""  # TSN list file for validation; "" = dataset default
+_C.DATA.TRAIN_LIST = ""  # list file (`path num_frames label` or `path label` rows) for training; "" = dataset default
+_C.DATA.VAL_LIST = ""  # list file for validation, the same form; "" = dataset default
 _C.DATA.NUM_CLASS = 0  # number of action classes; 0 takes the dataset's own count
 _C.DATA.INPUT_FORMAT = ""  # video (files PyAV decodes) | frames (JPEG folders); "" = dataset default
 _C.DATA.NUM_CANDIDATES = 32  # T: candidate frames spread uniformly over each video
@@ -81,7 +82,7 @@ _C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue tile stays 2
 _C.SYNTHETIC.NUM_FRAMES = 48  # frames per video (12 fps); the cue shows in 1/6 of them
 
 _C.SNET = CfgNode()
-_C.SNET.ARCH = "mobilenetv2"  # synopsis backbone: mobilenetv2 | resnet18 | resnet34 | resnet50
+_C.SNET.ARCH = "mobilenetv2"  # synopsis backbone (TSM): a name of the backbone table
 _C.SNET.NUM_FRAMES = 8  # T_s: candidates the synopsis network sees, taken uniformly
 _C.SNET.INPUT_SIZE = 112  # S_s: side the synopsis frames are resized to
 _C.SNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
@@ -92,7 +93,7 @@ _C.SNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (f
 _C.SNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
 
 _C.DNET = CfgNode()
-_C.DNET.ARCH = "resnet50"  # detail backbone: resnet18 | resnet34 | resnet50 | mobilenetv2
+_C.DNET.ARCH = "resnet50"  # detail backbone (TSM): a name of the backbone table
 _C.DNET.NUM_FRAMES = 8  # K: detail frames sampled from the candidates
 _C.DNET.INPUT_SIZE = 224  # S: side of each detail frame
 _C.DNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
@@ -138,6 +139,7 @@ _C.KERNELS.BACKEND = "auto"  # auto (Triton on CUDA, torch on CPU) | triton | to
 # The values a string key may take; the command line's choices are read from here too. Checked by
 # `assert_and_infer_cfg`, listed in the configuration reference.
 _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_BACKBONES = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "resnet101")  # models/backbones.py's table
 CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
     "TRAIN.AMP": ("none", "bf16", "fp16"),
@@ -148,6 +150,8 @@ CHOICES = {
     "DATA.ON_BAD_SAMPLE": ("skip", "error"),
     "DATA.FLIP": ("auto", "on", "off"),
     "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
+    "SNET.ARCH": _BACKBONES,
+    "DNET.ARCH": _BACKBONES,
     "S2D.SYNOPSIS_TARGET": ("prob", "mask"),
     "S2D.THETA_POOL": ("avg", "attention"),
     "S2D.TEMPORAL_METHOD": ("gaussian", "linear"),
@@ -155,6 +159,7 @@ CHOICES = {
     "S2D.STRIDE_PARAM": ("exp", "bounded"),
     "S2D.DNET_LOSS": ("masked_nll", "ce"),
     "KERNELS.BACKEND": ("auto", "triton", "torch"),
+    "DIST.DEVICE": ("auto", "cpu"),
 }
 
 

@@ -11,26 +11,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from s2d_fast.checkpoint import load_checkpoint, newest_checkpoint
-from s2d_fast.config import ConfigError
+from s2d_fast.checkpoint import CheckpointError, load_checkpoint, newest_checkpoint
+from s2d_fast.config import ConfigError, all_keys, load_config
+from s2d_fast.config.checks import value_of
+from s2d_fast.errors import UserError
 from s2d_fast.data.loader import build_loader
 from s2d_fast.models import VideoModel, build_model
-from s2d_fast.models.flops import gflops_per_video
+from s2d_fast.models.flops import config_gflops
 
-from .distributed import DistContext, all_gather_objects, init_distributed, launch, shutdown_distributed
+from .distributed import DistContext, Outcome, all_gather_objects, init_distributed, launch, shutdown_distributed
 from .metrics import compute_metrics
-from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device
+from .runtime import autocast, compile_model, device_name, seed_everything, setup_logging, to_device
 
 logger = logging.getLogger("s2d_fast")
 
+class NothingScoredError(UserError):
+    """Evaluation could read none of the validation videos: there is no accuracy to report."""
+
+
 # Batches before the throughput clock starts: the first ones pay for allocation and compilation.
 WARMUP_BATCHES = 1
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 @torch.no_grad()
@@ -98,18 +98,33 @@ def evaluate(
     scores = np.concatenate([p["scores"] for p in parts if len(p["scores"])])[order]
     labels = np.concatenate([p["labels"] for p in parts])[order]
     valid = np.concatenate([p["valid"] for p in parts])[order]
+    unreadable = [bad for p in parts for bad in p["unreadable"]]
+    rejected = [{"where": row.where, "reason": row.reason} for row in getattr(loader.dataset, "rejected", ())]
+    if not valid.any():
+        first = unreadable[0]["reason"] if unreadable else "no reason recorded"
+        raise NothingScoredError(
+            f"none of the {len(valid)} videos of the validation list could be read (the first: {first}); "
+            "check DATA.ROOT and DATA.INPUT_FORMAT"
+        )
     # An unreadable video is scored wrong: its label ranks last, below every other class.
     scores[~valid] = 0.0
     scores[~valid, labels[~valid]] = -1.0
     metrics = compute_metrics(scores, labels)
+    # A row the list could not give (malformed) is a video too: wrong, in the denominator.
+    rows = len(labels) + len(rejected)
+    for key in ("top1", "top5"):
+        metrics[key] *= len(labels) / rows
+    metrics["num_videos"] = rows
     metrics["unreadable"] = int((~valid).sum())
-    metrics["unreadable_videos"] = [bad for p in parts for bad in p["unreadable"]]
+    metrics["unreadable_videos"] = unreadable
+    metrics["rejected"] = len(rejected)
+    metrics["rejected_rows"] = rejected
     metrics["per_class_top1"] = per_class_accuracy(scores, labels)
     # Processes run side by side: the slowest one sets the pace.
     seconds = max(p["seconds"] for p in parts)
     timed = sum(p["timed_videos"] for p in parts)
     metrics["videos_per_second"] = round(timed / seconds, 3) if seconds > 0 else None
-    metrics["device"] = f"{_device_name(device)} x{ctx.world_size}"
+    metrics["device"] = f"{device_name(device)} x{ctx.world_size}"
     return metrics, (indices, scores, labels)
 
 
@@ -120,27 +135,72 @@ def write_json(data: dict, path: str | Path) -> Path:
     return path
 
 
-def write_predictions(path: str | Path, indices, scores, labels, records, top: int = 5) -> Path:
-    """One JSON line per video: its path, label, and the top classes with probabilities."""
+def write_predictions(path: str | Path, metrics: dict, indices, scores, labels, records, top: int = 5) -> Path:
+    """One JSON line per list row: a scored video's path, label and top classes with their
+    probabilities; an unreadable video's path, label and why (no classes); a malformed row's
+    file:line and why."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    why = {bad["index"]: bad["reason"] for bad in metrics["unreadable_videos"]}
     with path.open("w") as f:
         for i, s, y in zip(indices, scores, labels):
-            best = np.argsort(-s, kind="stable")[:top]
-            row = {"video": records[i].path, "label": int(y), "top": [[int(c), round(float(s[c]), 6)] for c in best]}
+            row = {"video": records[i].path, "label": int(y)}
+            reason = why.get(int(i))
+            if reason is not None:
+                row.update(unreadable=reason, top=[])
+            else:
+                best = np.argsort(-s, kind="stable")[:top]
+                row["top"] = [[int(c), round(float(s[c]), 6)] for c in best]
             f.write(json.dumps(row) + "\n")
+        for rejected in metrics["rejected_rows"]:
+            f.write(json.dumps({"row": rejected["where"], "rejected": rejected["reason"]}) + "\n")
     return path
+
+
+# The config sections that decide the model's layers, compared when a checkpoint does not fit.
+_MODEL_SECTIONS = ("SNET", "DNET", "S2D", "DATA.NUM_CLASS")
+_SHOWN_DIFFERENCES = 6
+
+
+def _model_differences(cfg, saved_text: str, source: str) -> list[str]:
+    """`KEY: checkpoint value -> this config's value` for the model keys the two configs differ in."""
+    saved = load_config(saved=(saved_text, source))
+    keys = [k for k in all_keys(cfg) if k.startswith(_MODEL_SECTIONS)]
+    return [f"{k} {value_of(saved, k)!r} (checkpoint) vs {value_of(cfg, k)!r}" for k in keys
+            if value_of(saved, k) != value_of(cfg, k)]
+
+
+def _does_not_fit(cfg, state: dict, path: Path, error: RuntimeError) -> CheckpointError:
+    """What to tell a user whose config builds another model than the checkpoint holds."""
+    differences = _model_differences(cfg, state["config"], str(path)) if state.get("config") else []
+    if differences:
+        more = f" and {len(differences) - _SHOWN_DIFFERENCES} more" if len(differences) > _SHOWN_DIFFERENCES else ""
+        return CheckpointError(
+            f"{path} does not fit the model this config builds; it was trained with "
+            f"{'; '.join(differences[:_SHOWN_DIFFERENCES])}{more}. Leave out --config to use the checkpoint's "
+            "own config, or set those keys")
+    first = str(error).splitlines()
+    detail = first[1].strip() if len(first) > 1 else first[0]
+    return CheckpointError(f"{path} does not fit the model this config builds ({detail}); check SNET.*, DNET.* "
+                           "and S2D.* against the config it was trained with")
 
 
 def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[VideoModel, dict]:
     """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
     path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
     state = load_checkpoint(path)
+    if not isinstance(state, dict) or not {"model", "num_classes", "stage"} <= set(state):
+        raise CheckpointError(f"{path}: not an s2d-fast checkpoint (a TSM or torchvision state dict starts a "
+                              "backbone as SNET.PRETRAINED or DNET.PRETRAINED instead)")
     model = build_model(cfg, state["num_classes"], pretrained=False)
     model.set_stage(state["stage"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise _does_not_fit(cfg, state, path, err) from None
     to_device(model, device, cfg.TEST.CHANNELS_LAST).eval()
-    return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"]}
+    return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"],
+                   "class_names": state.get("class_names")}
 
 
 def _evaluate_process(cfg, checkpoint) -> dict | None:
@@ -155,19 +215,21 @@ def _evaluate_process(cfg, checkpoint) -> dict | None:
                 f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
                 f"has {loader.dataset.num_classes}; check DATA.DATASET and DATA.NUM_CLASS"
             )
-        gflops = gflops_per_video(model, cfg) if ctx.is_main else None  # the model as evaluated, once
+        gflops = config_gflops(cfg, model.num_classes) if ctx.is_main else None  # as run after training
         runner = compile_model(model, cfg.TEST.COMPILE, cfg.TEST.COMPILE_MODE, training=False)
         metrics, (indices, scores, labels) = evaluate(runner, loader, ctx.device, ctx, amp_dtype=cfg.TEST.AMP)
         metrics["checkpoint"] = source
         if cfg.TEST.PREDICTIONS and ctx.is_main:
-            metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, indices, scores, labels, loader.dataset.records))
+            metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, metrics, indices, scores, labels,
+                                                           loader.dataset.records))
         metrics["gflops_per_video"] = gflops
         return metrics if ctx.is_main else None
     finally:
         shutdown_distributed()
 
 
-def evaluate_checkpoint(cfg, checkpoint: str | Path | None = None) -> dict | None:
+def evaluate_checkpoint(cfg, checkpoint: str | Path | None = None) -> Outcome:
     """Evaluate a checkpoint on the validation list, in this process or NUM_GPUS spawned ones;
-    the result says where the weights came from, the device and the throughput."""
+    the metrics (the outcome's value) say where the weights came from, the device and the
+    throughput."""
     return launch(cfg, _evaluate_process, cfg, checkpoint)

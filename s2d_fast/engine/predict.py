@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from s2d_fast.config import uses_gpus
 from s2d_fast.data.dataset import VideoDataset
 from s2d_fast.data.datasets import class_names, frame_template
 from s2d_fast.data.decoders import VideoReadError, count_frames, probe_video
@@ -53,8 +54,15 @@ def _named(ranking: list[tuple[int, float]], names: list[str] | None) -> list[tu
     return [(c, names[c] if names else str(c), p) for c, p in ranking]
 
 
+def predict_videos(cfg, videos: list[str], checkpoint: str | None, **options) -> list[dict]:
+    """Per video `{"video", "top": [(class_id, class_name, prob)], "synopsis_topk": [...]}`
+    (`iter_predictions`' results as a list). Raises VideoReadError naming a file that is missing
+    or cannot be decoded."""
+    return list(iter_predictions(cfg, videos, checkpoint, **options))
+
+
 @torch.no_grad()
-def predict_videos(
+def iter_predictions(
     cfg,
     videos: list[str],
     checkpoint: str | None,
@@ -62,25 +70,37 @@ def predict_videos(
     label_map: str | None = None,
     save_vis: str | None = None,
     top: int = 5,
-) -> list[dict]:
-    """Per video `{"video", "top": [(class_id, class_name, prob)], "synopsis_topk": [...]}`.
+    keep_going: bool = False,
+):
+    """Yields, video after video, `{"video", "top": [(class_id, class_name, prob)],
+    "synopsis_topk": [...]}`.
 
     `top` holds the `top` classes of the final distribution, most probable first (classes
     outside the synopsis' top-k have probability 0); `synopsis_topk` the synopsis' top-k with
-    SNet's softmax probabilities ([] for the uniform baseline). Without names a class's name is
+    SNet's softmax probabilities ([] for the uniform baseline). Class names come from
+    `label_map`, else the checkpoint, else the built-in dataset; without names a class's name is
     its id. With `save_vis` each video's figure is written as a PNG, one file per video
-    (`figure_path`), its path under "figure". Raises VideoReadError naming a file that is
-    missing or cannot be decoded.
+    (`figure_path`), its path under "figure". A video that is missing or cannot be decoded
+    raises VideoReadError, or with `keep_going` yields `{"video", "error"}` and the rest go on.
     """
-    for path in videos:  # a typo fails before the model loads, not after the other videos
-        if not os.path.exists(path):
-            raise VideoReadError(f"{path}: no such file or frame folder")
-    device = torch.device("cuda" if cfg.NUM_GPUS > 0 and torch.cuda.is_available() else "cpu")
-    model, _ = load_for_eval(cfg, checkpoint, device)
-    names = class_names(cfg, model.num_classes, label_map)
-    results = []
+    if not keep_going:
+        for path in videos:  # a typo fails before the model loads, not after the other videos
+            if not os.path.exists(path):
+                raise VideoReadError(f"{path}: no such file or frame folder")
+    device = torch.device("cuda" if uses_gpus(cfg) and torch.cuda.is_available() else "cpu")
+    model, source = load_for_eval(cfg, checkpoint, device)
+    names = class_names(cfg, model.num_classes, label_map) if label_map or not source["class_names"] \
+        else source["class_names"]
     for i, path in enumerate(videos):
-        frames, n_valid = read_video(cfg, path)
+        try:
+            if not os.path.exists(path):
+                raise VideoReadError(f"{path}: no such file or frame folder")
+            frames, n_valid = read_video(cfg, path)
+        except VideoReadError as err:
+            if not keep_going:
+                raise
+            yield {"video": path, "error": str(err)}
+            continue
         frames, n_valid = frames[None], torch.tensor([n_valid])
         with autocast(device, cfg.TEST.AMP):
             out = model(frames.to(device), n_valid.to(device))
@@ -96,5 +116,4 @@ def predict_videos(
             figure = batch_figure(model, frames, n_valid, out, class_names=names, title=path, top=top)
             figure.save(target, format="PNG")
             result["figure"] = str(target)
-        results.append(result)
-    return results
+        yield result

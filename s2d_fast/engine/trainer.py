@@ -8,8 +8,8 @@ with the same weights as one never interrupted (TRAIN.DETERMINISTIC on the CPU).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import random
 import signal
 import time
@@ -30,7 +30,7 @@ from s2d_fast.data.loader import build_loader
 from s2d_fast.errors import UserError
 from s2d_fast.models import VideoModel, build_model
 
-from .distributed import DistContext, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
+from .distributed import DistContext, Outcome, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
 from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device
@@ -44,11 +44,18 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 
 class StopRequest:
-    """SIGTERM or SIGINT asks the loop to finish its step, write a checkpoint and exit."""
+    """SIGTERM or SIGINT asks the loop to finish its step, write a checkpoint and exit with
+    128 + the signal's number. A second signal while a checkpoint is written waits for the
+    write; outside a write it stops at once (`RunInterrupted`), the last checkpoint intact."""
 
     def __init__(self):
-        self.requested = False
+        self.signal: int | None = None
+        self._writing = False
         self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,14 +63,36 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.info("%s received: finishing this step, then writing a checkpoint", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signum
+            logger.info("%s received: finishing this step, then writing a checkpoint", name)
+        elif self._writing:
+            logger.info("%s received again: the checkpoint is being written; stopping right after", name)
+        else:
+            raise RunInterrupted(f"{name} received twice: stopped at once; the last checkpoint written is kept",
+                                 exit_code=128 + signum)
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A checkpoint write that further signals wait for."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class RunInterrupted(UserError):
+    """A run stopped by a signal before it could write a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def rng_state() -> dict:
@@ -90,13 +119,17 @@ def set_rng_state(state: dict) -> None:
 
 
 def _start_checkpoint(cfg) -> Path | None:
-    """What this stage starts from: TRAIN.RESUME; else, with TRAIN.AUTO_RESUME, this stage's own
-    last checkpoint in OUTPUT_DIR; else, for sampling, this run's warmup checkpoint."""
-    if cfg.TRAIN.RESUME:
-        return Path(cfg.TRAIN.RESUME)
+    """What this stage starts from: with TRAIN.AUTO_RESUME, this stage's own last checkpoint
+    in OUTPUT_DIR (so that running the same command again continues it); else TRAIN.RESUME;
+    else, for sampling, this run's warmup checkpoint."""
     own = checkpoint_path(cfg.OUTPUT_DIR, cfg.TRAIN.STAGE, "last")
     if cfg.TRAIN.AUTO_RESUME and own.is_file():
+        if cfg.TRAIN.RESUME:
+            logger.info("continuing %s (TRAIN.AUTO_RESUME), not TRAIN.RESUME %s, which it started from; "
+                        "TRAIN.AUTO_RESUME False starts over from that", own, cfg.TRAIN.RESUME)
         return own
+    if cfg.TRAIN.RESUME:
+        return Path(cfg.TRAIN.RESUME)
     if cfg.TRAIN.STAGE == "sampling":
         path = checkpoint_path(cfg.OUTPUT_DIR, "warmup", "last")
         if not path.is_file():
@@ -167,6 +200,7 @@ class Trainer:
         self.writer = SummaryWriter(str(self.output_dir / "tensorboard" / self.stage)) if ctx.is_main else None
         self.class_names = class_names(cfg, self.num_classes)
         self.last_vis = -cfg.TRAIN.VIS_PERIOD  # the first logged step gets a picture
+        self.stop: StopRequest | None = None  # while `run` runs
 
     def _load_model(self, state: dict, path: Path) -> None:
         if state["stage"] == "warmup" and self.stage == "sampling":
@@ -182,6 +216,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.best_top1 = state["best_top1"]
+        self.metrics = state.get("metrics") or {}
         set_rng_state(state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)])
 
     @property
@@ -205,6 +240,7 @@ class Trainer:
             "best_top1": self.best_top1,
             "rng": all_gather_objects(rng_state(), self.ctx),  # each rank's own generators
             "config": self.cfg.dump(),
+            "class_names": self.class_names,
         }
 
     def save(self, *, epoch_end: bool = False, best: bool = False) -> None:
@@ -214,6 +250,10 @@ class Trainer:
         state = self._state()  # every rank joins the gather of random states
         if not self.ctx.is_main:
             return
+        with self.stop.writing() if self.stop is not None else nullcontext():
+            self._write(state, epoch_end, best)
+
+    def _write(self, state: dict, epoch_end: bool, best: bool) -> None:
         last = save_checkpoint(state, checkpoint_path(self.output_dir, self.stage, "last"))
         if best:
             link_checkpoint(last, checkpoint_path(self.output_dir, self.stage, "best"))
@@ -349,6 +389,13 @@ class Trainer:
 
     def run(self) -> dict:
         epochs = self.cfg.TRAIN.EPOCHS
+        if self.epoch >= epochs:
+            if epochs == 0:
+                logger.info("TRAIN.EPOCHS is 0: nothing to train")
+            else:
+                logger.info("stage %s is trained already (epoch %d of %d) in %s; nothing to do", self.stage,
+                            self.epoch, epochs, checkpoint_path(self.output_dir, self.stage))
+            return self._result(0.0, done_before=True)
         logger.info(
             "stage %s: %d training and %d validation videos, %d classes, epochs %d-%d on %s x%d",
             self.stage, len(self.train_loader.dataset), len(self.val_loader.dataset), self.num_classes,
@@ -356,18 +403,18 @@ class Trainer:
         )
         amp = autocast(self.device, self.cfg.TRAIN.AMP)
         train_seconds = 0.0
-        with StopRequest() as stop:
+        with StopRequest() as self.stop:
             while self.epoch < epochs:
                 tic = time.perf_counter()
-                losses, stopped = self.train_one_epoch(amp, stop)
+                losses, stopped = self.train_one_epoch(amp, self.stop)
                 if stopped:
-                    return self._result(train_seconds, stopped=True)
+                    return self._result(train_seconds, stopped_by=self.stop.signal or signal.SIGTERM)
                 train_seconds += time.perf_counter() - tic
                 self.epoch += 1
                 self.iteration = 0
                 summary = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in losses.items())
                 logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, self.scheduler.get_last_lr()[0])
-                skipped = self.train_loader.dataset.bad.num_skipped
+                skipped = self.train_loader.dataset.notes.num_skipped
                 if skipped:
                     logger.info("%d unreadable training samples replaced so far (DATA.ON_BAD_SAMPLE skip)", skipped)
                 self.save(epoch_end=True, best=self.validate())
@@ -375,10 +422,13 @@ class Trainer:
             self.writer.close()
         logger.info("stage %s done: %.1f s of training; checkpoint %s",
                     self.stage, train_seconds, checkpoint_path(self.output_dir, self.stage))
-        return self._result(train_seconds, stopped=False)
+        return self._result(train_seconds)
 
-    def _result(self, train_seconds: float, stopped: bool) -> dict:
-        return {"metrics": self.metrics, "train_seconds": train_seconds, "stopped": stopped,
+    def _result(self, train_seconds: float, *, stopped_by: int | None = None, done_before: bool = False) -> dict:
+        """`stopped_by`: the signal that stopped the run (a checkpoint was written); `done_before`:
+        the stage had all its epochs already."""
+        return {"metrics": self.metrics, "train_seconds": train_seconds, "stopped": stopped_by is not None,
+                "signal": stopped_by, "done_before": done_before, "epoch": self.epoch, "iteration": self.iteration,
                 "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
 
 
@@ -396,10 +446,7 @@ def _train_process(cfg) -> dict:
         shutdown_distributed()
 
 
-def train(cfg) -> dict | None:
-    """Train one stage as configured, in this process or in NUM_GPUS spawned ones.
-
-    Returns the final validation metrics and the checkpoint path (None from spawned runs, whose
-    results are in OUTPUT_DIR).
-    """
+def train(cfg) -> Outcome:
+    """Train one stage as configured, in this process or in NUM_GPUS spawned ones; the
+    outcome's value holds the final validation metrics and the checkpoint path."""
     return launch(cfg, _train_process, cfg)

@@ -241,13 +241,15 @@ def _detail_pairs(frames, out_b: dict, mean, std) -> Image.Image:
         zoomed = _framed(resize(detail[j][None], (side, side))[0], colour, LINE_WIDTH)
         spacer = torch.full((3, panel.shape[1], GAP), BACKGROUND, dtype=torch.uint8)
         size_x, size_y = s * float(stride[0]), s * float(stride[1])
+        zoom_x, zoom_y = w / size_x, h / size_y
+        zoom = f"{zoom_x:.2f}x" if abs(zoom_x - zoom_y) < 0.005 else f"{zoom_x:.2f}x across, {zoom_y:.2f}x down"
         caption = [
             f"j={j}  t={pos:.2f} (candidate {index})",
-            f"window {size_x:.0f}x{size_y:.0f} px, zoom {w / size_x:.2f}x",
+            f"window {size_x:.0f}x{size_y:.0f} px of the frame, zoom {zoom}",
         ]
         pairs.append(_titled(caption, _pil(torch.cat([panel, spacer, zoomed], 2))))
     rows = [_stack(pairs[i : i + PAIRS_PER_ROW], vertical=False, gap=2 * GAP) for i in range(0, k, PAIRS_PER_ROW)]
-    title = f"detail frames: nearest candidate with the {s}x{s} window (left), what DNet saw (right)"
+    title = f"detail frames: nearest candidate with the window sampled (left), what DNet saw, {s}x{s} px (right)"
     return _titled([title], _stack(rows, vertical=True))
 
 
