@@ -11,11 +11,20 @@ from pathlib import Path
 import yaml
 from fvcore.common.config import CfgNode
 
-from .checks import ConfigError, assert_and_infer_cfg, check_batch_for_world, read_flip_label_map, uses_gpus
+from .checks import (
+    ConfigError,
+    assert_and_infer_cfg,
+    learning_rates,
+    num_candidates,
+    process_batch_size,
+    read_flip_label_map,
+    uses_gpus,
+)
 from .defaults import CHOICES, get_defaults
 
 __all__ = [
-    "CHOICES", "CfgNode", "ConfigError", "all_keys", "assert_and_infer_cfg", "check_batch_for_world", "get_defaults",
+    "CHOICES", "CfgNode", "ConfigError", "all_keys", "assert_and_infer_cfg", "get_defaults", "learning_rates",
+    "num_candidates", "process_batch_size",
     "load_config", "packaged_configs", "read_flip_label_map", "save_config", "uses_gpus",
 ]
 

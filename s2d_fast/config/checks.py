@@ -34,6 +34,8 @@ _MINIMUMS = {
     "DATA.NUM_WORKERS": 0,
     "SNET.NUM_FRAMES": 1,
     "DNET.NUM_FRAMES": 1,
+    "DATA.MAX_FRAMES": 1,
+    "DATA.FRAME_STRIDE": 1,
     "S2D.TOPK": 1,
 }
 
@@ -74,11 +76,15 @@ def _check_minimums(cfg: CfgNode) -> None:
 
 
 def _check_frames(cfg: CfgNode) -> None:
+    candidates = "DATA.MAX_FRAMES" if cfg.DATA.CANDIDATES == "all" else "DATA.NUM_CANDIDATES"
+    if cfg.DATA.FRAME_STRIDE != 1 and cfg.DATA.CANDIDATES != "all":
+        raise ConfigError(f"config key DATA.FRAME_STRIDE ({cfg.DATA.FRAME_STRIDE}) applies to DATA.CANDIDATES all; "
+                          f"the segments spread over the whole video whatever the stride")
     for key in ("SNET.NUM_FRAMES", "DNET.NUM_FRAMES"):
-        if value_of(cfg, key) > cfg.DATA.NUM_CANDIDATES:
+        if value_of(cfg, key) > value_of(cfg, candidates):
             raise ConfigError(
-                f"config key {key} ({value_of(cfg, key)}) exceeds DATA.NUM_CANDIDATES "
-                f"({cfg.DATA.NUM_CANDIDATES}): frames are chosen among the candidates"
+                f"config key {key} ({value_of(cfg, key)}) exceeds {candidates} "
+                f"({value_of(cfg, candidates)}): frames are chosen among the candidates"
             )
 
 
@@ -109,6 +115,21 @@ def _check_backbones(cfg: CfgNode) -> None:
     if cfg.KERNELS.BACKEND == "triton" and importlib.util.find_spec("triton") is None:
         raise ConfigError("config key KERNELS.BACKEND triton: Triton is not installed (it exists for Linux only); "
                           "auto or torch runs the torch paths")
+
+
+def _check_authors_parts(cfg: CfgNode) -> None:
+    s2d = cfg.S2D
+    if s2d.PARAMETERISATION == "authors":
+        for key, wanted in (("S2D.TEMPORAL_METHOD", "gaussian"), ("S2D.SPATIAL_METHOD", "gaussian"),
+                            ("S2D.STRIDE_PARAM", "exp"), ("S2D.PREDICT_SIGMA", False)):
+            if value_of(cfg, key) != wanted:
+                raise ConfigError(f"S2D.PARAMETERISATION authors is Gaussian with exp strides and fixed sigmas: "
+                                  f"{key} must be {wanted!r}, got {value_of(cfg, key)!r}")
+    if s2d.THETA == "trunk" and s2d.PREDICT_SIGMA:
+        raise ConfigError("S2D.THETA trunk has no sigma heads (the authors' PREDICT_SIGMA does not run): "
+                          "set S2D.PREDICT_SIGMA False")
+    if cfg.DATA.CANDIDATES == "all" and cfg.DATA.NUM_CLIPS != 1:
+        raise ConfigError(f"DATA.CANDIDATES all reads every frame once: DATA.NUM_CLIPS must be 1, got {cfg.DATA.NUM_CLIPS}")
 
 
 def _check_model(cfg: CfgNode) -> None:
@@ -150,6 +171,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _check_frames(cfg)
     _check_views(cfg)
     _check_backbones(cfg)
+    _check_authors_parts(cfg)
     _check_model(cfg)
     if cfg.DATA.FLIP_LABEL_MAP:
         read_flip_label_map(cfg.DATA.FLIP_LABEL_MAP)
@@ -161,8 +183,25 @@ def uses_gpus(cfg: CfgNode) -> bool:
     return cfg.NUM_GPUS > 0 and cfg.DIST.DEVICE != "cpu"
 
 
-def check_batch_for_world(cfg: CfgNode, world: int) -> int:
-    """The training batch of one of `world` processes: TRAIN.BATCH_SIZE is summed over them."""
+def num_candidates(cfg: CfgNode) -> int:
+    """T, the candidates of every sample: DATA.NUM_CANDIDATES, or DATA.MAX_FRAMES for every frame."""
+    return cfg.DATA.MAX_FRAMES if cfg.DATA.CANDIDATES == "all" else cfg.DATA.NUM_CANDIDATES
+
+
+def process_batch_size(cfg: CfgNode, world: int) -> int:
+    """The training batch of one of `world` processes: TRAIN.BATCH_SIZE itself
+    (TRAIN.BATCH_SIZE_SCOPE process, the authors'), or its share of the whole batch."""
+    if cfg.TRAIN.BATCH_SIZE_SCOPE == "process":
+        return cfg.TRAIN.BATCH_SIZE
     if cfg.TRAIN.BATCH_SIZE % world:
         raise ConfigError(f"TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) must be a multiple of the {world} processes")
     return cfg.TRAIN.BATCH_SIZE // world
+
+
+def learning_rates(cfg: CfgNode, world: int) -> tuple[float, float, int]:
+    """The run's base and ramp-start learning rates and its global batch (videos per optimiser
+    step, every process and accumulated batch counted). TRAIN.BASE_LR_SCOPE video multiplies
+    BASE_LR and WARMUP_LR by that batch, as the authors' LR scaling does."""
+    batch = process_batch_size(cfg, world) * world * cfg.TRAIN.ACCUM_STEPS
+    scale = batch if cfg.TRAIN.BASE_LR_SCOPE == "video" else 1
+    return cfg.TRAIN.BASE_LR * scale, cfg.TRAIN.WARMUP_LR * scale, batch

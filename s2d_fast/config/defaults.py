@@ -17,11 +17,18 @@ _C.RNG_SEED = 0  # seeds python, numpy and torch for model init and data order
 _C.TRAIN = CfgNode()
 _C.TRAIN.STAGE = "warmup"  # warmup (sampler held at identity) | sampling (sampler learns)
 _C.TRAIN.EPOCHS = 30  # passes over the training list
-_C.TRAIN.BATCH_SIZE = 8  # videos per batch, summed over all processes; a step sums ACCUM_STEPS batches
-_C.TRAIN.BASE_LR = 0.01  # SGD learning rate for the whole batch, before the cosine schedule
+_C.TRAIN.BATCH_SIZE = 8  # videos per batch (see BATCH_SIZE_SCOPE); a step sums ACCUM_STEPS batches
+_C.TRAIN.BATCH_SIZE_SCOPE = "all"  # all: BATCH_SIZE sums every process's videos | process: one process's (authors')
+_C.TRAIN.BASE_LR = 0.01  # SGD learning rate before the schedule (see BASE_LR_SCOPE)
+_C.TRAIN.BASE_LR_SCOPE = "batch"  # batch: BASE_LR is the whole batch's rate | video: per video, x global batch (authors')
 _C.TRAIN.MOMENTUM = 0.9  # SGD momentum
-_C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights; biases and BN parameters get none (TSM's groups)
+_C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights (which ones: PARAM_GROUPS)
+_C.TRAIN.PARAM_GROUPS = "tsm"  # tsm: biases x2 lr, no decay on biases and BN | authors: Linear weights x5, biases x10, conv biases x2, every parameter decays
 _C.TRAIN.NEW_FC_LR_RATIO = 5.0  # TSM: a new classifier on a pretrained backbone learns 5x faster
+_C.TRAIN.LR_SCHEDULE = "cosine"  # cosine: per iteration down to 0 | authors: per epoch, WARMUP_EPOCHS ramp, cosine to LR_FLOOR
+_C.TRAIN.WARMUP_EPOCHS = 0  # authors schedule: epochs of linear ramp from WARMUP_LR to BASE_LR (authors': 5)
+_C.TRAIN.WARMUP_LR = 0.0  # authors schedule: the ramp's first rate, in BASE_LR's units (authors': 0.5e-8 per video)
+_C.TRAIN.LR_FLOOR = 0.01  # authors schedule: the cosine ends at this fraction of BASE_LR (authors': 0.01)
 _C.TRAIN.CLIP_GRAD_NORM = 20.0  # clip the global gradient norm to this; 0 disables
 _C.TRAIN.RESUME = ""  # checkpoint to start from; sampling defaults to this run's warmup checkpoint
 _C.TRAIN.AUTO_RESUME = True  # continue from this stage's last checkpoint in OUTPUT_DIR if there is one
@@ -58,7 +65,10 @@ _C.DATA.TRAIN_LIST = ""  # list file (`path num_frames label` or `path label` ro
 _C.DATA.VAL_LIST = ""  # list file for validation, the same form; "" = dataset default
 _C.DATA.NUM_CLASS = 0  # number of action classes; 0 takes the dataset's own count
 _C.DATA.INPUT_FORMAT = ""  # video (files PyAV decodes) | frames (JPEG folders); "" = dataset default
-_C.DATA.NUM_CANDIDATES = 32  # T: candidate frames spread uniformly over each video
+_C.DATA.NUM_CANDIDATES = 32  # T: candidate frames spread uniformly over each video (CANDIDATES segments)
+_C.DATA.CANDIDATES = "segments"  # segments: one frame per equal segment | all: every frame, up to MAX_FRAMES (authors' SAMPLING_RATE 1)
+_C.DATA.MAX_FRAMES = 150  # CANDIDATES all: frames kept from the clip's start, T (authors' MAX_FRAME_NUM)
+_C.DATA.FRAME_STRIDE = 1  # CANDIDATES all: read every FRAME_STRIDE-th frame (authors' RAW_INPUT_SAMPLING_RATE 2, in their frame extraction)
 _C.DATA.SCALE_SIZE = 256  # short side the frames are resized to before cropping
 _C.DATA.CROP_SIZE = 224  # side of the square crop handed to the model (detail resolution)
 _C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean for normalisation, on [0, 1] pixels
@@ -85,9 +95,12 @@ _C.SNET = CfgNode()
 _C.SNET.ARCH = "mobilenetv2"  # synopsis backbone (TSM): a name of the backbone table
 _C.SNET.NUM_FRAMES = 8  # T_s: candidates the synopsis network sees, taken uniformly
 _C.SNET.INPUT_SIZE = 112  # S_s: side the synopsis frames are resized to
+_C.SNET.FRAME_CHOICE = "segments"  # segments: TSN segment centres | linspace: floor((n-1) i/(T_s-1)) (authors' UniformSampler)
+_C.SNET.RESIZE = "bilinear"  # bilinear (antialiased) | nearest (authors': legacy nearest, no antialiasing)
 _C.SNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
 _C.SNET.DROPOUT = 0.5  # dropout before the synopsis classifier
 _C.SNET.PRETRAINED = "none"  # none | imagenet | path to a TSM or s2d-fast checkpoint
+_C.SNET.PRETRAINED_STRICT = True  # False: keys that do not fit keep their init, and are logged (authors' SNET_RESUME)
 _C.SNET.SHIFT = True  # temporal shift in the residual branches (False: a plain 2-D CNN, TSN)
 _C.SNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (for pretrained nets)
 _C.SNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
@@ -99,6 +112,7 @@ _C.DNET.INPUT_SIZE = 224  # S: side of each detail frame
 _C.DNET.SHIFT_DIV = 8  # 1/SHIFT_DIV of the channels shift each way in time
 _C.DNET.DROPOUT = 0.5  # dropout before the detail classifier
 _C.DNET.PRETRAINED = "none"  # none | imagenet | path to a TSM or s2d-fast checkpoint
+_C.DNET.PRETRAINED_STRICT = True  # False: keys that do not fit keep their init, and are logged (authors' DNET_RESUME)
 _C.DNET.SHIFT = True  # temporal shift in the residual branches (False: a plain 2-D CNN, TSN)
 _C.DNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (for pretrained nets)
 _C.DNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
@@ -106,26 +120,40 @@ _C.DNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after 
 _C.S2D = CfgNode()
 _C.S2D.DETAIL_SAMPLING = True  # True: the s2dnet model; False: tsm, the uniform baseline (TSM on K uniform frames)
 _C.S2D.TOPK = 5  # actions of the synopsis kept in the some-hot mask M
-_C.S2D.SYNOPSIS_TARGET = "prob"  # prob: softmax of z_s restricted to M | mask: M itself
+_C.S2D.SYNOPSIS_TARGET = "prob"  # prob: softmax of z_s restricted to M | mask: M itself (authors' SOMEHOT)
 _C.S2D.EMBED_DIM = 64  # width of the synopsis embedding broadcast into f_theta
 _C.S2D.THETA_CHANNELS = 128  # width of f_theta's 3-D conv stacks
-_C.S2D.CONTEXT_DIM = 256  # width of the contextual feature m = f_m([s, g])
-_C.S2D.FUSION_STAGES = [3, 4]  # DNet stages (1-4) that m is fused into after; [] disables
+_C.S2D.CONTEXT_DIM = 256  # width of the contextual feature m = f_m([s, g]) (authors' CTX_FEATURE_DIM)
+_C.S2D.CONTEXT_DROPOUT = 0.0  # dropout on SNet's pooled vector g before f_m (authors' CVECTOR_DROPOUT 0.5)
+_C.S2D.FUSION_STAGES = [3, 4]  # DNet stages (1-4) that m is fused into after; [] disables (authors': layer2,layer3)
+_C.S2D.FUSION = "additive"  # additive: identity-started conv plus m | concat_relu: concat, 1x1 conv without bias, ReLU (authors' concat-multilevel-3d)
+_C.S2D.CLASSIFIER = "tsm"  # tsm: N(0, 0.001) init, dropout over [pooled, m, s] | authors: default init, dropout over the DNet features only
 _C.S2D.TEMPORAL_SAMPLING = True  # f_theta moves the detail frames in time (False: uniform)
 _C.S2D.SPATIAL_SAMPLING = True  # f_theta zooms into each detail frame (False: whole frames)
+_C.S2D.THETA = "conv3d"  # conv3d: pooled 3-D conv stacks with zero heads | trunk: the authors' shared trunk over every (t, y, x) position
+_C.S2D.THETA_HIDDEN = 64  # trunk: channels of its 1x1x1 conv (authors' HIDDEN_DIM)
+_C.S2D.TIME_PARAM_INIT_FACTOR = 0.05  # trunk: temporal heads start uniform in +-sqrt(f/fan_in) (authors': 0.05 warmup)
+_C.S2D.SPACE_PARAM_INIT_FACTOR = 0.05  # trunk: spatial heads, likewise (authors': 0.05 warmup, 0.01 sampling)
+_C.S2D.SPACE_FOLLOW_TIME = False  # trunk: the spatial heads also read the temporal outputs (authors': True)
+_C.S2D.SAMPLER_STOP_GRADIENTS = False  # f_theta reads SNet's features detached (authors': True)
+_C.S2D.SAMPLER_FP32 = False  # f_theta and the sampler run in float32 under AMP (authors': autocast off)
 _C.S2D.THETA_POOL = "avg"  # f_theta's pooling: avg (global) | attention (also reads where it attends)
 _C.S2D.SHARED_THETA = False  # one conv stack for time and space instead of one each
 _C.S2D.TEMPORAL_METHOD = "gaussian"  # gaussian weights over candidates | linear interpolation
 _C.S2D.SPATIAL_METHOD = "gaussian"  # gaussian filter banks | bilinear (grid_sample)
 _C.S2D.PREDICT_SIGMA = False  # f_theta also predicts log-sigmas (False: the fixed sigmas below)
 _C.S2D.STRIDE_PARAM = "exp"  # stride = identity stride * exp(l) | * 2 sigmoid(l) (bounded)
+_C.S2D.PARAMETERISATION = "s2d-fast"  # s2d-fast: identity on TSN's frames, clamped, softmax | authors: centres (n-1)/2, strides n/(K-1) and W/(S-1), Gaussians with the 1e-7 floor
+_C.S2D.WARMUP_WINDOW = "whole"  # warmup's fixed spatial sampling: whole frame (identity) | center: the central S pixels at stride 1 (authors')
 _C.S2D.TEMPORAL_STRIDE_RATIO = 1.0  # r_t: initial temporal stride as a fraction of n/K
-_C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in candidate frames
-_C.S2D.SPATIAL_SIGMA = 0.5  # anti-aliasing blur: std = SPATIAL_SIGMA * sqrt(stride^2 - 1) pixels
+_C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in candidate frames (authors': 1, MANUAL_T_SIGMA is its square)
+_C.S2D.SPATIAL_SIGMA = 0.5  # s2d-fast: blur std = SPATIAL_SIGMA * sqrt(stride^2 - 1) px | authors: the std itself (1, MANUAL_S_SIGMA)
 _C.S2D.FAST_PATH = True  # inference reads only the temporal taps that matter, from uint8
 _C.S2D.FAST_PATH_EPS = 1e-3  # Gaussian mass the fast path may drop per detail frame
-_C.S2D.DNET_LOSS = "masked_nll"  # masked_nll: NLL of the top-k-restricted prediction | ce on z_d
-_C.S2D.SNET_LOSS_WEIGHT = 1.0  # weight of the cross-entropy on the synopsis logits z_s
+_C.S2D.DNET_LOSS = "masked_nll"  # masked_nll: NLL of the top-k-restricted prediction | ce on z_d (authors')
+_C.S2D.DNET_LABEL_SMOOTHING = 0.0  # label smoothing of the detail cross-entropy (authors' DNET_SMOOTH_ALPHA 0.1)
+_C.S2D.PREDICTION = "masked"  # masked: the detail distribution within the synopsis' top-k | logits: softmax of z_d (authors' NAIVE_DNET_LOSS)
+_C.S2D.SNET_LOSS_WEIGHT = 1.0  # weight of the cross-entropy on the synopsis logits z_s (authors': 0.1)
 _C.S2D.SAMPLER_LR_RATIO = 1.0  # sampling stage: f_theta's learning rate over TRAIN.BASE_LR
 _C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
 _C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
@@ -160,6 +188,19 @@ CHOICES = {
     "S2D.DNET_LOSS": ("masked_nll", "ce"),
     "KERNELS.BACKEND": ("auto", "triton", "torch"),
     "DIST.DEVICE": ("auto", "cpu"),
+    "TRAIN.BATCH_SIZE_SCOPE": ("all", "process"),
+    "TRAIN.BASE_LR_SCOPE": ("batch", "video"),
+    "TRAIN.PARAM_GROUPS": ("tsm", "authors"),
+    "TRAIN.LR_SCHEDULE": ("cosine", "authors"),
+    "DATA.CANDIDATES": ("segments", "all"),
+    "SNET.FRAME_CHOICE": ("segments", "linspace"),
+    "SNET.RESIZE": ("bilinear", "nearest"),
+    "S2D.FUSION": ("additive", "concat_relu"),
+    "S2D.CLASSIFIER": ("tsm", "authors"),
+    "S2D.THETA": ("conv3d", "trunk"),
+    "S2D.PARAMETERISATION": ("s2d-fast", "authors"),
+    "S2D.WARMUP_WINDOW": ("whole", "center"),
+    "S2D.PREDICTION": ("masked", "logits"),
 }
 
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .decoders import TSN_FRAME_TEMPLATE, VideoReadError, decode_video, folder_frames, probe_video, read_frames
-from .frame_indices import clip_indices, segment_indices
+from .frame_indices import all_frame_indices, clip_indices, segment_indices
 from .lists import RejectedRow, VideoRecord
 from .transforms import apply_boxes, spatial_plan
 
@@ -112,6 +112,9 @@ class VideoDataset(Dataset):
         num_crops: int = 1,
         on_bad: str = "error",
         flip_label_map: dict[int, int] | None = None,
+        every_frame: bool = False,
+        trim_div: int = 16,
+        frame_stride: int = 1,
     ):
         self.records = records
         self.root = Path(root)
@@ -129,6 +132,10 @@ class VideoDataset(Dataset):
         self.num_crops = 1 if train else num_crops
         self.on_bad = on_bad
         self.flip_label_map = flip_label_map or {}
+        # DATA.CANDIDATES all: every frame, up to num_segments (= DATA.MAX_FRAMES) of them.
+        self.every_frame = every_frame
+        self.trim_div = trim_div
+        self.frame_stride = frame_stride
         self.notes = SampleNotes()
         self.rejected: list[RejectedRow] = []  # rows of the list file left out as malformed
 
@@ -187,6 +194,8 @@ class VideoDataset(Dataset):
 
     def temporal_plan(self, num_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """Frame indices (all clips, clip after clip) and n_valid for a video of `num_frames`."""
+        if self.every_frame:
+            return all_frame_indices(num_frames, self.num_segments, self.train, rng, self.trim_div, self.frame_stride)
         if self.train:
             return segment_indices(num_frames, self.num_segments, True, rng)
         return clip_indices(num_frames, self.num_segments, self.num_clips)

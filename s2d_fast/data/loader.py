@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from s2d_fast.config import ConfigError, check_batch_for_world, read_flip_label_map, uses_gpus
+from s2d_fast.config import ConfigError, num_candidates, process_batch_size, read_flip_label_map, uses_gpus
 
 from .dali import DaliLoader
 from .dataset import VideoDataset
@@ -47,7 +47,7 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
         records,
         resolved.root,
         fmt=resolved.fmt,
-        num_segments=cfg.DATA.NUM_CANDIDATES,
+        num_segments=num_candidates(cfg),
         scale_size=cfg.DATA.SCALE_SIZE,
         crop_size=cfg.DATA.CROP_SIZE,
         train=split == "train",
@@ -59,6 +59,9 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
         num_crops=cfg.DATA.NUM_CROPS,
         on_bad=on_bad,
         flip_label_map=label_map,
+        every_frame=cfg.DATA.CANDIDATES == "all",
+        trim_div=max(cfg.SNET.NUM_FRAMES, cfg.DNET.NUM_FRAMES),
+        frame_stride=cfg.DATA.FRAME_STRIDE,
     )
     dataset.rejected = rejected  # malformed rows left out (DATA.ON_BAD_SAMPLE skip): evaluation counts them
     return dataset
@@ -77,15 +80,15 @@ class VideoLoader(DataLoader):
 def batch_plan(cfg, split: str, dataset, shuffle, drop_last, distributed) -> tuple[int, EpochSampler, bool]:
     """Per-process batch size, sampler and drop_last, shared by the backends.
 
-    TRAIN.BATCH_SIZE is summed over processes and split between them when `distributed`;
+    TRAIN.BATCH_SIZE counts every process's videos or one process's (TRAIN.BATCH_SIZE_SCOPE);
     TEST.BATCH_SIZE is per process.
     """
     train = split == "train"
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
-    batch_size = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
-    if distributed and train:
-        batch_size = check_batch_for_world(cfg, torch.distributed.get_world_size())
+    batch_size = cfg.TEST.BATCH_SIZE
+    if train:
+        batch_size = process_batch_size(cfg, torch.distributed.get_world_size() if distributed else 1)
     if drop_last and len(dataset) < batch_size:
         raise ConfigError(
             f"the {split} list has {len(dataset)} videos, fewer than one batch of {batch_size}: "
