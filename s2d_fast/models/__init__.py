@@ -1,5 +1,6 @@
 """Models: TSM backbones, S2DNet and the uniform baseline, created through one registry."""
 
+from .authors import load_authors_checkpoint
 from .backbones import BACKBONES, TemporalShift, TSMBackbone, available_backbones
 from .base import VideoModel
 from .registry import build_model, list_models, model_name, register_model, tsm_backbone
@@ -16,6 +17,7 @@ __all__ = [
     "available_backbones",
     "build_model",
     "list_models",
+    "load_authors_checkpoint",
     "model_name",
     "register_model",
     "s2d_loss",

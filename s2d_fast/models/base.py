@@ -15,7 +15,7 @@ from torch import nn
 from s2d_fast.config import ConfigError
 from s2d_fast.kernels import gather_frames
 
-from .sampler import uniform_indices
+from .sampler import linspace_indices, uniform_indices
 
 
 class VideoModel(nn.Module):
@@ -77,8 +77,9 @@ class VideoModel(nn.Module):
     def lr_ratio(self, name: str, cfg) -> float:
         """Learning-rate factor of the parameter `name` in the current stage (before TSM's bias
         and BN rules): in warmup a new classifier on a pretrained backbone learns at
-        TRAIN.NEW_FC_LR_RATIO (TSM); the sampling stage fine-tunes, so it has none."""
-        if self.stage != "sampling" and name.startswith(self.new_classifiers(cfg)):
+        TRAIN.NEW_FC_LR_RATIO (TSM; the authors' groups give every Linear layer that instead); the
+        sampling stage fine-tunes, so it has none."""
+        if cfg.TRAIN.PARAM_GROUPS == "tsm" and self.stage != "sampling" and name.startswith(self.new_classifiers(cfg)):
             return cfg.TRAIN.NEW_FC_LR_RATIO
         return 1.0
 
@@ -112,10 +113,16 @@ class VideoModel(nn.Module):
 
     # -- the shared first step of every forward -------------------------------------------------
 
-    def uniform_frames(self, frames: torch.Tensor, n_valid: torch.Tensor, k: int, size: int) -> torch.Tensor:
-        """k uniform candidates, normalised and resized to `size`: `(B*k, 3, size, size)`."""
-        index = uniform_indices(n_valid, k)
+    def uniform_frames(self, frames: torch.Tensor, n_valid: torch.Tensor, k: int, size: int,
+                       choice: str = "segments", resize: str = "bilinear") -> torch.Tensor:
+        """k candidates spread over the valid ones (`segments`: TSN's segment centres; `linspace`:
+        the authors' floor((n-1) i/(k-1))), normalised and resized to `size` (`bilinear`,
+        antialiased; `nearest`, the authors' legacy nearest): `(B*k, 3, size, size)`."""
+        index = uniform_indices(n_valid, k) if choice == "segments" else linspace_indices(n_valid, k)
         x = gather_frames(frames, index, mean=self.mean, std=self.std, backend=self.kernel_backend).flatten(0, 1)
         if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            if resize == "nearest":
+                x = F.interpolate(x, size=(size, size), mode="nearest")
+            else:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return x

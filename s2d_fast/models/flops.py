@@ -31,6 +31,8 @@ with warnings.catch_warnings():
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import elementwise_flop_counter, get_shape
 
+from s2d_fast.config import num_candidates
+
 from .registry import build_model, model_name, tsm_backbone
 from .s2dnet import S2DNet
 
@@ -132,7 +134,7 @@ def _s2d_rows(cfg, model: S2DNet, analysis: FlopCountAnalysis) -> list[dict]:
     snet, dnet = cfg.SNET, cfg.DNET
     names = {
         "snet": f"SNet (TSM-{snet.ARCH} {snet.NUM_FRAMES}x{snet.INPUT_SIZE})",
-        "f_theta": "f_theta (embed, 3-D conv stacks, heads)",
+        "f_theta": "f_theta (trunk, heads)" if cfg.S2D.THETA == "trunk" else "f_theta (embed, 3-D conv stacks, heads)",
         "sampling": "sampling (temporal taps, spatial filters)",
         "f_m": "f_m (context, fusion, classifier on [m, s])",
         "dnet": f"DNet (TSM-{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})",
@@ -143,7 +145,7 @@ def _s2d_rows(cfg, model: S2DNet, analysis: FlopCountAnalysis) -> list[dict]:
 
 def _inputs(cfg, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One video of zeros shaped as the loader's candidates, and its valid count."""
-    t, size = cfg.DATA.NUM_CANDIDATES, cfg.DATA.CROP_SIZE
+    t, size = num_candidates(cfg), cfg.DATA.CROP_SIZE
     return torch.zeros(1, t, 3, size, size, dtype=torch.uint8, device=device), torch.tensor([t], device=device)
 
 
@@ -203,9 +205,12 @@ def flops_report(cfg, num_classes: int, classes_from: str = "given") -> dict:
     k, size, arch = cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE, cfg.DNET.ARCH
     name = f"uniform baseline (TSM-{arch} {k}x{size} + frame reads)"
     baselines = [_row("uniform", name, analysis.total(), _params(uniform))]
-    for frames in (k, 2 * k):
-        counts = _tsm_counts(arch, frames, size, num_classes)
-        baselines.append(_row(f"tsm_{frames}", f"TSM-{arch} {frames}x{size}", *counts))
+    # TSM at K and 2K frames of the detail size, and at K frames of the full crop (the paper's
+    # TSM-R50 16x224 for the authors' recipe, whose details are 112 px).
+    plain = [(k, size), (2 * k, size)] + ([(k, cfg.DATA.CROP_SIZE)] if cfg.DATA.CROP_SIZE != size else [])
+    for frames, side in plain:
+        counts = _tsm_counts(arch, frames, side, num_classes)
+        baselines.append(_row(f"tsm_{frames}x{side}", f"TSM-{arch} {frames}x{side}", *counts))
     return {
         "num_classes": num_classes,
         "classes_from": classes_from,
@@ -219,17 +224,18 @@ def flops_report(cfg, num_classes: int, classes_from: str = "given") -> dict:
 def format_flops_table(report: dict) -> str:
     """The report as a plain-text table: component, GFLOPs per video, parameters (M)."""
     rows = report["components"] + ([report["total"]] if report["total"] else []) + report["baselines"]
-    width = max(len(r["component"]) for r in rows)
+    head = "component (fvcore: one multiply-add = one flop)"
+    width = max(len(head), *(len(r["component"]) for r in rows))
     rule = "-" * (width + 26)
 
     def line(row: dict) -> str:
         return f"{row['component']:<{width}}  {row['gflops']:>12.3f}  {row['params_m']:>10.2f}"
 
-    lines = [f"{'component':<{width}}  {'GFLOPs/video':>12}  {'params (M)':>10}", rule]
+    lines = [f"{head:<{width}}  {'GFLOPs/video':>12}  {'params (M)':>10}", rule]
     if report["total"]:
         lines += [line(r) for r in report["components"]] + [rule, line(report["total"]), ""]
     lines += ["baselines"] + [line(r) for r in report["baselines"]] + [""]
-    lines.append(f"{report['num_classes']} classes ({report['classes_from']}); one multiply-add = one flop")
+    lines.append(f"{report['num_classes']} classes ({report['classes_from']})")
     if report["skipped_ops"]:
         skipped = "counted as zero (no flop handle): " + ", ".join(report["skipped_ops"])
         lines.append(textwrap.fill(skipped, width=width + 26, subsequent_indent="  "))

@@ -8,7 +8,9 @@ measured against.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from torch import nn
 from .backbones import backbone_from_config
 from .base import VideoModel
 from .sampler import DetailSampler
+from .theta import ThetaTrunk
 from .weights import load_pretrained
 
 logger = logging.getLogger("s2d_fast")
@@ -106,9 +109,34 @@ class Fusion(nn.Module):
         return self.feat(feat) + shift[:, :, None, None]
 
 
-# Parameter-name prefixes of f_theta's parts, for the sampling stage's learning-rate ratios.
-_TIME_BRANCH = ("theta_time.", "time_head.")
-_SPACE_BRANCH = ("theta_space.", "space_head.")
+class ConcatFusion(nn.Module):
+    """The authors' fusion (concat-multilevel-3d): `ReLU(W [feat, m broadcast])`, a 1x1 conv
+    without bias over the concatenation, replacing the stage's output. Computed as Fusion is,
+    the conv split into its feature and context halves (both 1x1 convs, so that every weight of
+    it is a conv weight, as the authors' learning-rate groups see it), started as PyTorch starts
+    the one conv."""
+
+    def __init__(self, channels: int, context_dim: int):
+        super().__init__()
+        self.feat = nn.Conv2d(channels, channels, 1, bias=False)
+        self.context = nn.Conv2d(context_dim, channels, 1, bias=False)
+        whole = torch.empty(channels, channels + context_dim, 1, 1)
+        nn.init.kaiming_uniform_(whole, a=math.sqrt(5))  # nn.Conv3d's own init of the whole conv
+        with torch.no_grad():
+            self.feat.weight.copy_(whole[:, :channels])
+            self.context.weight.copy_(whole[:, channels:])
+
+    def forward(self, feat: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        shift = self.context(m[:, :, None, None]).repeat_interleave(feat.shape[0] // m.shape[0], dim=0)
+        return torch.relu(self.feat(feat) + shift)
+
+
+_FUSIONS = {"additive": Fusion, "concat_relu": ConcatFusion}
+
+# Parameter-name prefixes of f_theta's parts, for the sampling stage's learning-rate ratios. The
+# trunk counts with time, as the authors file every sampler parameter not named spatial there.
+_TIME_BRANCH = ("theta_time.", "time_head.", "theta.trunk.", "theta.time_")
+_SPACE_BRANCH = ("theta_space.", "space_head.", "theta.space_")
 _SAMPLER_PARTS = ("embed.", "theta_shared.") + _TIME_BRANCH + _SPACE_BRANCH
 
 
@@ -131,49 +159,78 @@ class S2DNet(VideoModel):
         self.synopsis_target = s2d.SYNOPSIS_TARGET
         self.snet_loss_weight = s2d.SNET_LOSS_WEIGHT
         self.dnet_loss = s2d.DNET_LOSS
+        self.label_smoothing = s2d.DNET_LABEL_SMOOTHING
+        self.prediction = s2d.PREDICTION
         self.snet_frames = snet_cfg.NUM_FRAMES
         self.snet_size = snet_cfg.INPUT_SIZE
+        self.snet_choice = snet_cfg.FRAME_CHOICE
+        self.snet_resize = snet_cfg.RESIZE
         self.dnet_frames = dnet_cfg.NUM_FRAMES
         self.dnet_size = dnet_cfg.INPUT_SIZE
         self.snet_lr_ratio = s2d.SNET_LR_RATIO
+        self.stop_gradients = s2d.SAMPLER_STOP_GRADIENTS
+        self.sampler_fp32 = s2d.SAMPLER_FP32
+        self.temporal_sampling = s2d.TEMPORAL_SAMPLING
+        self.spatial_sampling = s2d.SPATIAL_SAMPLING
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
         if pretrained:
-            logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet."))
-            logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet."))
+            logger.info("SNet starts from %s", load_pretrained(self.snet, snet_cfg.PRETRAINED, prefix="snet.",
+                                                              strict=snet_cfg.PRETRAINED_STRICT))
+            logger.info("DNet starts from %s", load_pretrained(self.dnet, dnet_cfg.PRETRAINED, prefix="dnet.",
+                                                              strict=dnet_cfg.PRETRAINED_STRICT))
+        self._build_theta(cfg, num_classes)
+        self.sampler = DetailSampler(cfg)
         c_e = self.snet.num_features
-        theta_in, width, pool = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, s2d.THETA_POOL
+        self.context_dropout = nn.Dropout(s2d.CONTEXT_DROPOUT)
+        self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
+        fusion = _FUSIONS[s2d.FUSION]
+        self.fusion = nn.ModuleDict(
+            {str(i): fusion(self.dnet.stage_channels[i - 1], s2d.CONTEXT_DIM) for i in s2d.FUSION_STAGES}
+        )
+        self.dnet_dropout = nn.Dropout(dnet_cfg.DROPOUT)
+        self.dropout_features_only = s2d.CLASSIFIER == "authors"
+        self.classifier = nn.Linear(self.dnet.num_features + s2d.CONTEXT_DIM + num_classes, num_classes)
+        if s2d.CLASSIFIER == "tsm":
+            nn.init.normal_(self.classifier.weight, 0.0, 0.001)
+            nn.init.zeros_(self.classifier.bias)
+        self.freeze_for_good()
+
+    def _build_theta(self, cfg, num_classes: int) -> None:
+        """f_theta: s2d-fast's 3-D conv stacks (an embedding of the synopsis, zero heads), or the
+        authors' trunk over every position (the synopsis itself, small random heads)."""
+        s2d, c_e = cfg.S2D, self.snet.num_features
         sigma_outputs = 1 if s2d.PREDICT_SIGMA else 0
         self.time_outputs = 2 + sigma_outputs
         self.space_outputs = 4 + sigma_outputs
-        self.temporal_sampling = s2d.TEMPORAL_SAMPLING
-        self.spatial_sampling = s2d.SPATIAL_SAMPLING
         self.shared_theta = s2d.SHARED_THETA
-        if self.temporal_sampling or self.spatial_sampling:
-            self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
-            if self.shared_theta:
-                self.theta_shared = ThetaBody(theta_in, width, pool)
-            if self.temporal_sampling:
-                if not self.shared_theta:
-                    self.theta_time = ThetaBody(theta_in, width, pool)
-                body = self.theta_shared if self.shared_theta else self.theta_time
-                self.time_head = zero_head(body.out_features, self.time_outputs)
-            if self.spatial_sampling:
-                if not self.shared_theta:
-                    self.theta_space = ThetaBody(theta_in, width, pool)
-                body = self.theta_shared if self.shared_theta else self.theta_space
-                self.space_head = zero_head(body.out_features, self.space_outputs * dnet_cfg.NUM_FRAMES)
-        self.sampler = DetailSampler(cfg)
-        self.context = nn.Sequential(nn.Linear(num_classes + c_e, s2d.CONTEXT_DIM), nn.ReLU(inplace=True))
-        self.fusion = nn.ModuleDict(
-            {str(i): Fusion(self.dnet.stage_channels[i - 1], s2d.CONTEXT_DIM) for i in s2d.FUSION_STAGES}
-        )
-        self.dnet_dropout = nn.Dropout(dnet_cfg.DROPOUT)
-        self.classifier = nn.Linear(self.dnet.num_features + s2d.CONTEXT_DIM + num_classes, num_classes)
-        nn.init.normal_(self.classifier.weight, 0.0, 0.001)
-        nn.init.zeros_(self.classifier.bias)
-        self.freeze_for_good()
+        self.trunk_theta = s2d.THETA == "trunk"
+        if self.trunk_theta:
+            # The authors' sampling stage starts from the whole warmup, f_theta included.
+            self.fresh_in_sampling = ()
+            side = math.ceil(cfg.SNET.INPUT_SIZE / 32)  # the backbones' stride: ceil-halved five times
+            self.theta = ThetaTrunk(c_e + num_classes, (cfg.SNET.NUM_FRAMES, side, side), s2d.THETA_HIDDEN,
+                                    cfg.DNET.NUM_FRAMES, time_factor=s2d.TIME_PARAM_INIT_FACTOR,
+                                    space_factor=s2d.SPACE_PARAM_INIT_FACTOR,
+                                    space_follows_time=s2d.SPACE_FOLLOW_TIME)
+            return
+        if not (self.temporal_sampling or self.spatial_sampling):
+            return
+        theta_in, width, pool = c_e + s2d.EMBED_DIM, s2d.THETA_CHANNELS, s2d.THETA_POOL
+        self.embed = nn.Linear(num_classes, s2d.EMBED_DIM)
+        if self.shared_theta:
+            self.theta_shared = ThetaBody(theta_in, width, pool)
+        if self.temporal_sampling:
+            if not self.shared_theta:
+                self.theta_time = ThetaBody(theta_in, width, pool)
+            body = self.theta_shared if self.shared_theta else self.theta_time
+            self.time_head = zero_head(body.out_features, self.time_outputs)
+        if self.spatial_sampling:
+            if not self.shared_theta:
+                self.theta_space = ThetaBody(theta_in, width, pool)
+            body = self.theta_shared if self.shared_theta else self.theta_space
+            self.space_head = zero_head(body.out_features, self.space_outputs * cfg.DNET.NUM_FRAMES)
 
     @property
     def uniform_input(self) -> tuple[int, int]:
@@ -228,7 +285,7 @@ class S2DNet(VideoModel):
         return [p for n, p in self.named_parameters() if n.startswith(_SAMPLER_PARTS)]
 
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return s2d_loss(out, labels, self.snet_loss_weight, self.dnet_loss)
+        return s2d_loss(out, labels, self.snet_loss_weight, self.dnet_loss, self.label_smoothing)
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -238,7 +295,14 @@ class S2DNet(VideoModel):
         space_params = e.new_zeros(b, self.dnet_frames, self.space_outputs)
         if self.stage == "warmup" or not (self.temporal_sampling or self.spatial_sampling):
             return time_params, space_params
+        if self.stop_gradients:
+            e = e.detach()
         e5 = e.view(b, -1, *e.shape[1:]).transpose(1, 2)  # (B, C_e, T_s, h, w)
+        if self.trunk_theta:
+            grid = s[:, :, None, None, None].expand(-1, -1, *e5.shape[2:])
+            trunk_time, trunk_space = self.theta(torch.cat([e5, grid.to(e5.dtype)], dim=1))
+            return (trunk_time if self.temporal_sampling else time_params,
+                    trunk_space if self.spatial_sampling else space_params)
         emb = self.embed(s)[:, :, None, None, None].expand(-1, -1, *e5.shape[2:])
         x = torch.cat([e5, emb], dim=1)
         shared = self.theta_shared(x) if self.shared_theta else None
@@ -249,21 +313,31 @@ class S2DNet(VideoModel):
             space_params = space.view(b, self.dnet_frames, self.space_outputs)
         return time_params, space_params
 
+    def _details(self, frames, n_valid, e, s, b) -> tuple[torch.Tensor, dict]:
+        """Where to look (f_theta) and the detail frames there (the sampler); in float32 under
+        AMP with S2D.SAMPLER_FP32, as the authors run their sampler."""
+        fp32 = torch.autocast(frames.device.type, enabled=False) if self.sampler_fp32 else contextlib.nullcontext()
+        with fp32:
+            if self.sampler_fp32:
+                e, s = e.float(), s.float()
+            time_params, space_params = self._theta(e, s, b)
+            return self.sampler(frames, n_valid, time_params, space_params, fixed=self.stage == "warmup")
+
     def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         b = frames.shape[0]
         # Synopsis network on T_s uniform candidates at low resolution.
-        x_s = self.uniform_frames(frames, n_valid, self.snet_frames, self.snet_size)
+        x_s = self.uniform_frames(frames, n_valid, self.snet_frames, self.snet_size, self.snet_choice,
+                                  self.snet_resize)
         e = self.snet.forward_features(x_s)
         z_s = self.snet.classify(e)
         g = self.snet.pool(e)
         mask, s = synopsis(z_s, self.topk, self.synopsis_target)
         s = s.detach()  # the synopsis is a target for the detail stage, not a path into SNet's logits
 
-        time_params, space_params = self._theta(e, s, b)
-        detail, placement = self.sampler(frames, n_valid, time_params, space_params)
+        detail, placement = self._details(frames, n_valid, e, s, b)
 
         # Detail network with the contextual feature m fused between stages and at the classifier.
-        m = self.context(torch.cat([s, g], dim=1))
+        m = self.context(torch.cat([s, self.context_dropout(g)], dim=1))
 
         def fuse(stage: int, feat: torch.Tensor) -> torch.Tensor:
             key = str(stage)
@@ -271,24 +345,31 @@ class S2DNet(VideoModel):
 
         feat = self.dnet.forward_features(detail.flatten(0, 1), fuse)
         pooled = self.dnet.pool(feat)
-        z_d = self.classifier(self.dnet_dropout(torch.cat([pooled, m, s], dim=1)))
+        if self.dropout_features_only:
+            z_d = self.classifier(torch.cat([self.dnet_dropout(pooled), m, s.to(m.dtype)], dim=1))
+        else:
+            z_d = self.classifier(self.dnet_dropout(torch.cat([pooled, m, s.to(m.dtype)], dim=1)))
         # The final distribution in float32 whatever the autocast: its sums and ranks are reported.
-        log_prob = torch.log_softmax(z_d.float().masked_fill(mask == 0, float("-inf")), dim=1)
-        return {"z_s": z_s, "z_d": z_d, "mask": mask, "log_prob": log_prob, "detail": detail, **placement}
+        logits = z_d.float()
+        if self.prediction == "masked":
+            logits = logits.masked_fill(mask == 0, float("-inf"))
+        return {"z_s": z_s, "z_d": z_d, "mask": mask, "log_prob": torch.log_softmax(logits, dim=1), "detail": detail,
+                **placement}
 
 
 def s2d_loss(
-    out: dict[str, torch.Tensor], labels: torch.Tensor, snet_weight: float, dnet_loss: str = "masked_nll"
+    out: dict[str, torch.Tensor], labels: torch.Tensor, snet_weight: float, dnet_loss: str = "masked_nll",
+    label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The detail loss plus the weighted CE of the synopsis.
 
     `masked_nll`: NLL of the top-k-restricted prediction. In training the ground truth joins
     the mask M, so that the detail network learns to pick the true action among the synopsis'
     candidates even when the synopsis missed it, and the loss stays finite. `ce`: plain
-    cross-entropy on z_d.
+    cross-entropy on z_d, with `label_smoothing` (the authors': 0.1).
     """
     if dnet_loss == "ce":
-        loss_detail = F.cross_entropy(out["z_d"], labels)
+        loss_detail = F.cross_entropy(out["z_d"], labels, label_smoothing=label_smoothing)
     else:
         mask = out["mask"].scatter(1, labels[:, None], 1.0)
         log_prob = torch.log_softmax(out["z_d"].masked_fill(mask == 0, float("-inf")), dim=1)

@@ -39,6 +39,12 @@ def uniform_indices(n_valid: torch.Tensor, k: int) -> torch.Tensor:
     return torch.minimum(index, (n_valid.unsqueeze(1) - 1).clamp(min=0))
 
 
+def linspace_indices(n_valid: torch.Tensor, k: int) -> torch.Tensor:
+    """The authors' SNet frames: `floor((n-1) i / (k-1))`, the truncated `linspace(0, n-1, k)`, `(B, k)`."""
+    i = torch.arange(k, device=n_valid.device, dtype=torch.int64)
+    return (n_valid.unsqueeze(1).clamp(min=1) - 1) * i // max(k - 1, 1)
+
+
 def stride_scale(log_stride: torch.Tensor, param: str) -> torch.Tensor:
     """The factor on the identity stride: `exp(l)` (clamped), or `2 sigmoid(l)`, bounded in (0, 2)."""
     if param == "bounded":
@@ -163,6 +169,65 @@ def bilinear_window(mixed: torch.Tensor, centers: torch.Tensor, strides: torch.T
     return out.view(b, k, c, out_size, out_size)
 
 
+# --- the authors' parameterisation (AUTHORS-S2DNET.md section 6) -----------------------------
+#
+# Centres at the middle of the video and of the frame, strides n/(K-1) and W/(S-1) at zero
+# parameters, Gaussians of a fixed std over every frame and pixel, normalised with a floor of
+# 1e-7: a tap off the video or the frame renormalises onto the valid ones while it is near, and
+# fades to zero (the dataset-mean colour) beyond about six units; nothing is clamped.
+AUTHORS_FLOOR = 1e-7
+# Taps each side of a detail frame's position that carry every non-zero float32 weight of a
+# unit-std Gaussian (exp(-104) underflows): the fast path with them is the dense sum.
+_FLOAT32_REACH = math.sqrt(2 * 104)
+
+
+def authors_temporal_positions(offset: torch.Tensor, log_stride: torch.Tensor, n_valid: torch.Tensor, k: int,
+                               time_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`mu (B, k)`, centre and stride `(B,)`: c = (n-1)/2 + tanh(o) (n-1)/2, d = R n/(k-1) exp(l)."""
+    n = n_valid.to(offset.dtype)
+    half = (n - 1) / 2
+    center = half + torch.tanh(offset) * half
+    stride = time_range * n / max(k - 1, 1) * torch.exp(log_stride)
+    return _axis_positions(center, stride, k), center, stride
+
+
+def authors_spatial_positions(offset: torch.Tensor, log_stride: torch.Tensor, size: int, out_size: int,
+                              space_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre `(size-1)/2 + tanh(o) (size-1)/2` and stride `R size/(out_size-1) exp(l)`, in pixels."""
+    half = (size - 1) / 2
+    return half + torch.tanh(offset) * half, space_range * size / max(out_size - 1, 1) * torch.exp(log_stride)
+
+
+def floored_gaussian(dist: torch.Tensor, sigma: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """`exp(-dist^2 / 2 sigma^2)` over the last axis (zero where not `valid`), divided by the
+    larger of its sum and AUTHORS_FLOOR."""
+    weight = torch.exp(-dist.square() / (2 * sigma**2))
+    if valid is not None:
+        weight = weight * valid
+    return weight / weight.sum(-1, keepdim=True).clamp(min=AUTHORS_FLOOR)
+
+
+def authors_temporal_taps(mu: torch.Tensor, n_valid: torch.Tensor, sigma: float, num_candidates: int | None):
+    """`index, weight (B, k, P)` of every candidate (`num_candidates`: the dense form) or of the
+    taps within float32 reach of each position (the fast path, the same sums)."""
+    if num_candidates is not None:
+        index = torch.arange(num_candidates, device=mu.device).expand(*mu.shape, num_candidates)
+    else:
+        radius = math.ceil(sigma * _FLOAT32_REACH) + 1
+        index = mu.round().long().unsqueeze(-1) + torch.arange(-radius, radius + 1, device=mu.device)
+    inside = (index >= 0) & (index < n_valid.view(-1, 1, 1))
+    weight = floored_gaussian(index.to(mu.dtype) - mu.unsqueeze(-1), sigma, inside)
+    last = (n_valid.view(-1, 1, 1) - 1).clamp(min=0)
+    return torch.minimum(index.clamp(min=0), last), weight
+
+
+def authors_filter_bank(center: torch.Tensor, stride: torch.Tensor, size: int, out_size: int, sigma: float) -> torch.Tensor:
+    """`(..., out_size, size)`: row k is the floored Gaussian over pixels around c + (k - (S-1)/2) d."""
+    mu = _axis_positions(center, stride, out_size)
+    pixels = torch.arange(size, device=center.device, dtype=center.dtype)
+    return floored_gaussian(pixels - mu.unsqueeze(-1), sigma)
+
+
 class DetailSampler(nn.Module):
     """Candidates `(B, T, 3, H, W)` uint8 to detail frames `(B, K, 3, S, S)`, normalised float."""
 
@@ -181,6 +246,8 @@ class DetailSampler(nn.Module):
         self.stride_param = s2d.STRIDE_PARAM
         self.fast_path = s2d.FAST_PATH
         self.kernel_backend = cfg.KERNELS.BACKEND
+        self.parameterisation = s2d.PARAMETERISATION
+        self.center_window = s2d.WARMUP_WINDOW == "center"
         self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.DATA.STD, dtype=torch.float32), persistent=False)
 
@@ -190,8 +257,14 @@ class DetailSampler(nn.Module):
         n_valid: torch.Tensor,
         time_params: torch.Tensor,
         space_params: torch.Tensor,
+        fixed: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`time_params (B, 2|3)` = (dt, lt[, log_sigma]); `space_params (B, K, 4|5)` = (dx, dy, lx, ly[, log_sigma])."""
+        """`time_params (B, 2|3)` = (dt, lt[, log_sigma]); `space_params (B, K, 4|5)` = (dx, dy, lx, ly[, log_sigma]).
+
+        `fixed`: the warmup's sampling, the parameters at zero; with S2D.WARMUP_WINDOW center each
+        detail frame is then the frame's central S pixels at stride 1."""
+        if self.parameterisation == "authors":
+            return self._authors(frames, n_valid, time_params, space_params, fixed)
         b, t, _, h, w = frames.shape
         k, s = self.num_frames, self.out_size
         mu, t_center, t_stride = temporal_positions(
@@ -201,6 +274,8 @@ class DetailSampler(nn.Module):
         cx, sx = spatial_positions(space_params[..., 0], space_params[..., 2], w, s, self.stride_param)
         cy, sy = spatial_positions(space_params[..., 1], space_params[..., 3], h, s, self.stride_param)
         s_sigma = self.spatial_sigma * _sigma_scale(space_params[..., 4] if space_params.shape[-1] > 4 else None)
+        if fixed and self.center_window:
+            sx, sy = torch.ones_like(sx), torch.ones_like(sy)
         centers, strides = torch.stack([cx, cy], -1), torch.stack([sx, sy], -1)
         norm = {"mean": self.mean, "std": self.std, "backend": self.kernel_backend}
 
@@ -222,6 +297,30 @@ class DetailSampler(nn.Module):
                 detail = self._filter(mixed, cx, sx, cy, sy, s_sigma)
         stats = {"t_center": t_center, "t_stride": t_stride, "t_positions": mu, "centers": centers, "strides": strides}
         return detail, stats
+
+    def _authors(self, frames, n_valid, time_params, space_params, fixed: bool):
+        """The authors' sampling: the Gaussian mix of the frames, normalised as the authors
+        normalise every frame before mixing (so a faded detail frame is the mean colour), then the
+        floored filter banks over rows and columns."""
+        b, t, _, h, w = frames.shape
+        k, s = self.num_frames, self.out_size
+        mu, t_center, t_stride = authors_temporal_positions(time_params[:, 0], time_params[:, 1], n_valid, k,
+                                                            self.temporal_stride_ratio)
+        cx, sx = authors_spatial_positions(space_params[..., 0], space_params[..., 2], w, s, 1.0)
+        cy, sy = authors_spatial_positions(space_params[..., 1], space_params[..., 3], h, s, 1.0)
+        if fixed and self.center_window:
+            sx, sy = torch.ones_like(sx), torch.ones_like(sy)
+        dense = not (self.fast_path and not torch.is_grad_enabled())
+        index, weight = authors_temporal_taps(mu, n_valid, self.temporal_sigma, t if dense else None)
+        mixed = gather_frames(frames, index, weight, backend=self.kernel_backend)
+        mean, std = self.mean.view(1, 1, -1, 1, 1), self.std.view(1, 1, -1, 1, 1)
+        mixed = (mixed - mean * weight.sum(-1)[..., None, None, None]) / std
+        fy = authors_filter_bank(cy, sy, h, s, self.spatial_sigma)
+        fx = authors_filter_bank(cx, sx, w, s, self.spatial_sigma)
+        detail = torch.einsum("bkcsw,bkuw->bkcsu", torch.einsum("bksh,bkchw->bkcsw", fy, mixed), fx)
+        centers, strides = torch.stack([cx, cy], -1), torch.stack([sx, sy], -1)
+        return detail, {"t_center": t_center, "t_stride": t_stride, "t_positions": mu, "centers": centers,
+                        "strides": strides}
 
     def _filter(self, mixed, cx, sx, cy, sy, sigma) -> torch.Tensor:
         h, w = mixed.shape[-2:]

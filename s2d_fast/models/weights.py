@@ -124,7 +124,7 @@ class _Plan:
     classifier, whose class count may differ: its checkpoint keys land in `classifier`.
     """
 
-    def __init__(self, model: nn.Module, state: dict[str, torch.Tensor], source: str):
+    def __init__(self, model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True):
         resnet = _is_resnet(model)
         own = model.state_dict()
         by_canonical = {canonical_key(k, resnet): k for k in own}
@@ -136,6 +136,7 @@ class _Plan:
         self.unexpected: list[str] = []
         self.classifier: list[str] = []
         self.classifier_note = ""
+        self.reshaped: list[str] = []  # not strict: the model's keys whose checkpoint tensor has another shape
         for orig, value in state.items():
             layer, param = canonical[orig].rsplit(".", 1)
             target = by_canonical.get(f"{renames.get(layer, layer)}.{param}")
@@ -149,6 +150,8 @@ class _Plan:
                     f"the checkpoint's classifier {orig.rsplit('.', 1)[0]} has {value.shape[0]} classes, the model's "
                     f"{own[target].shape[0]}"
                 )
+            elif not strict:
+                self.reshaped.append(target)
             else:
                 raise IncompatibleCheckpointError(
                     f"{source}: {orig} has shape {tuple(value.shape)}, the model's {target} "
@@ -225,25 +228,31 @@ def load_tsm_checkpoint(model: nn.Module, path_or_state_dict, *, strict: bool = 
     }
 
 
-def _load_body(backbone: nn.Module, state: dict[str, torch.Tensor], source: str) -> str:
-    """Load every body weight (all must fit), and the classifier only where it fits: a backbone
-    with no classifier (S2DNet's DNet) or another class count keeps its own.
+def _load_body(backbone: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> str:
+    """Load every body weight (all must fit, unless not `strict`: then what fits, the rest
+    keeping its init, as the authors load SNET_RESUME / DNET_RESUME), and the classifier only
+    where it fits: a backbone with no classifier (S2DNet's DNet) or another class count keeps
+    its own.
 
-    Returns what became of the classifier, for the log line.
+    Returns what became of the classifier and of what did not fit, for the log line.
     """
     if backbone.fc is None:
         state = _without_classifier(state, backbone)
-    plan = _Plan(backbone, state, source)
-    if error := plan.error(with_classifier=False):
+    plan = _Plan(backbone, state, source, strict)
+    if strict and (error := plan.error(with_classifier=False)):
         raise error
     backbone.load_state_dict(plan.load, strict=False)
+    kept = [k for k in plan.missing if not k.startswith("fc.")]
+    note = f"; {len(kept)} keys kept their init ({_names(kept)})" if kept else ""
+    if plan.unexpected and not strict:
+        note += f"; {len(plan.unexpected)} checkpoint keys unused ({_names(plan.unexpected)})"
     if backbone.fc is None:
-        return "no classifier"
+        return "no classifier" + note
     if plan.classifier:
-        return f"classifier not loaded: {plan.classifier_note}"
+        return f"classifier not loaded: {plan.classifier_note}" + note
     if "fc.weight" in plan.missing:
-        return "classifier not in the checkpoint"
-    return "classifier loaded"
+        return "classifier not in the checkpoint" + note
+    return "classifier loaded" + note
 
 
 def _without_classifier(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
@@ -251,7 +260,7 @@ def _without_classifier(state: dict[str, torch.Tensor], backbone: nn.Module) -> 
     return {k: v for k, v in state.items() if not _checkpoint_key(k, resnet).startswith("fc.")}
 
 
-def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None) -> str:
+def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None, strict: bool = True) -> str:
     """Initialise a `TSMBackbone` as `SNET.PRETRAINED` / `DNET.PRETRAINED` say.
 
     `none`: nothing. `imagenet`: torchvision's ImageNet weights of the same architecture (the
@@ -260,8 +269,10 @@ def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None
     which the keys under `prefix` (`snet.` or `dnet.`) are taken. Every body weight must fit;
     the classifier is loaded only when its class count matches. A checkpoint of the uniform
     baseline (`S2D.DETAIL_SAMPLING False`) holds one plain TSM, which either prefix takes: so a
-    TSM trained on the dataset can start the synopsis network. Returns a one-line description
-    for the log; errors (`CheckpointError`, `FileNotFoundError`) name the file and what is wrong.
+    TSM trained on the dataset can start the synopsis network. Not `strict`
+    (SNET/DNET.PRETRAINED_STRICT False): what does not fit keeps its init and is named in the
+    description. Returns a one-line description for the log; errors (`CheckpointError`,
+    `FileNotFoundError`) name the file and what is wrong.
     """
     if spec.lower() == "none":
         return "random initialisation"
@@ -289,10 +300,10 @@ def load_pretrained(backbone: nn.Module, spec: str, *, prefix: str | None = None
             raise CheckpointError(
                 f"{path}: no weights under {prefix!r} in this s2d-fast checkpoint (it has {', '.join(sorted(tops))})"
             )
-        classifier = _load_body(backbone, state, str(path))
+        classifier = _load_body(backbone, state, str(path), strict)
         network = "the plain TSM" if plain_tsm else prefix.rstrip(".")
         return f"{network} of s2d-fast checkpoint {path} (stage {obj['stage']}, epoch {obj.get('epoch')}); {classifier}"
     state, epoch = _state_dict_of(obj, str(path))
-    classifier = _load_body(backbone, state, str(path))
+    classifier = _load_body(backbone, state, str(path), strict)
     arch = f"{obj['arch']}, " if "arch" in obj else ""
     return f"TSM checkpoint {path} ({arch}epoch {epoch}); {classifier}"
