@@ -34,7 +34,7 @@ import click
 import torch
 
 from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand, config_arguments, config_from_args
-from s2d_fast.config import ConfigError
+from s2d_fast.config import ConfigError, num_candidates
 from s2d_fast.data.datasets import resolve_num_classes
 from s2d_fast.data.loader import build_dataset
 from s2d_fast.engine.evaluate import write_json
@@ -116,7 +116,7 @@ def _cached_val_dataset(cfg):
 
 def _input_batches(cfg, batch_size: int, batches: int, inputs: str, device: torch.device):
     """`batches` fixed `(frames uint8 (B, T, 3, H, W), n_valid (B,))` on `device`, and what they are."""
-    t, size, needed = cfg.DATA.NUM_CANDIDATES, cfg.DATA.CROP_SIZE, batch_size * batches
+    t, size, needed = num_candidates(cfg), cfg.DATA.CROP_SIZE, batch_size * batches
     dataset = None
     if inputs != "random":
         one_view = cfg.clone()
@@ -285,7 +285,7 @@ def bench_eval(
         "batch_size": batch_size,
         "batches": batches,
         "repeats": repeats,
-        "candidates": [cfg.DATA.NUM_CANDIDATES, 3, cfg.DATA.CROP_SIZE, cfg.DATA.CROP_SIZE],
+        "candidates": [num_candidates(cfg), 3, cfg.DATA.CROP_SIZE, cfg.DATA.CROP_SIZE],
         "modes": modes,
         "rows": rows,
         "ratios": ratios,

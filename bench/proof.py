@@ -36,7 +36,7 @@ import torch
 
 from s2d_fast.checkpoint import checkpoint_path
 from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand
-from s2d_fast.config import load_config, packaged_configs
+from s2d_fast.config import load_config, num_candidates, packaged_configs
 from s2d_fast.data.datasets import resolve_dataset, resolve_num_classes
 from s2d_fast.data.frame_indices import clip_indices
 from s2d_fast.data.loader import build_loader
@@ -100,7 +100,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     seed, size, length = meta["seed"], meta["frame_size"], meta["num_frames"]
     loader = build_loader(cfg, "val")
     model, _ = load_for_eval(cfg, checkpoint, torch.device("cpu"))
-    t, k = cfg.DATA.NUM_CANDIDATES, cfg.DNET.NUM_FRAMES
+    t, k = num_candidates(cfg), cfg.DNET.NUM_FRAMES
     scale = cfg.DATA.SCALE_SIZE / size  # the evaluation view: resized, then the centre crop
     offset = (cfg.DATA.SCALE_SIZE - cfg.DATA.CROP_SIZE) / 2
     identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE

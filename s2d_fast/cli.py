@@ -40,6 +40,8 @@ def _print_metrics(metrics: dict) -> None:
         f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  mAP {metrics['mAP']:.2f}  "
         f"({metrics['num_videos']} videos){scored}"
     )
+    if "snet_top1" in metrics:
+        click.echo(f"  the synopsis network alone: top-1 {metrics['snet_top1']:.2f}  top-5 {metrics['snet_top5']:.2f}")
     for count, what, items in (
         (metrics.get("unreadable"), "videos could not be read", [b["reason"] for b in metrics.get("unreadable_videos", [])]),
         (metrics.get("rejected"), "list rows were malformed", [f"{r['where']}: {r['reason']}" for r in metrics.get("rejected_rows", [])]),

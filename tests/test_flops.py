@@ -37,7 +37,9 @@ def test_s2d_components_add_up_and_match_their_parts():
     tsm_k = tsm_flops("resnet18", 4, 40, 10)
     assert parts["dnet"]["gflops"] == pytest.approx(tsm_k[0], rel=1e-9)
     assert parts["dnet"]["params_m"] == pytest.approx(tsm_k[1], rel=1e-9)
-    uniform, plain_k, plain_2k = report["baselines"]
+    uniform, plain_k, plain_2k, plain_crop = report["baselines"]
+    assert plain_crop["component"] == "TSM-resnet18 4x48"
+    assert plain_crop["gflops"] == pytest.approx(tsm_flops("resnet18", 4, 48, 10)[0], rel=1e-9)
     assert plain_k["gflops"] == pytest.approx(tsm_k[0], rel=1e-9)
     assert uniform["gflops"] * 1e9 == pytest.approx(tsm_k[0] * 1e9 + 4 * 3 * 48 * 48 + 4 * 4 * 3 * 40 * 40, rel=1e-9)
     assert plain_2k["gflops"] == pytest.approx(2 * tsm_k[0], rel=0.01)
@@ -54,14 +56,16 @@ def test_s2d_components_add_up_and_match_their_parts():
 
     table = format_flops_table(report)
     assert "S2DNet total" in table and "TSM-resnet18 8x40" in table and "10 classes (given)" in table
+    assert "fvcore: one multiply-add = one flop" in table.splitlines()[0]
     assert f"{total['gflops']:.3f}" in table
 
 
 def test_uniform_config_reports_baselines_only():
     report = flops_report(load_config(None, SMALL + ["S2D.DETAIL_SAMPLING", "False"]), num_classes=5)
     assert report["components"] == [] and report["total"] is None
-    assert [r["component"] for r in report["baselines"]][1:] == ["TSM-resnet18 4x40", "TSM-resnet18 8x40"]
-    assert [r["part"] for r in report["baselines"]] == ["uniform", "tsm_4", "tsm_8"]
+    assert [r["component"] for r in report["baselines"]][1:] == ["TSM-resnet18 4x40", "TSM-resnet18 8x40",
+                                                                 "TSM-resnet18 4x48"]
+    assert [r["part"] for r in report["baselines"]] == ["uniform", "tsm_4x40", "tsm_8x40", "tsm_4x48"]
     assert "S2DNet total" not in format_flops_table(report)
 
 

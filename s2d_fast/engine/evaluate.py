@@ -40,7 +40,7 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
     `(B, V, T, 3, H, W)` batch) are averaged."""
     model.eval()
     amp = autocast(device, amp_dtype)
-    scores, labels, indices, valid = [], [], [], []
+    scores, snet_scores, labels, indices, valid = [], [], [], [], []
     timed_videos, start = 0, None
     for i, batch in enumerate(tqdm(loader, desc="eval", leave=False, disable=None if is_main else True, dynamic_ncols=True)):
         if i == WARMUP_BATCHES:
@@ -57,6 +57,9 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
             out = model(frames, n_valid)
         probs = out["log_prob"].float().exp()
         scores.append(probs.view(-1, views, probs.shape[-1]).mean(1).cpu())
+        if "z_s" in out:  # the synopsis network's own guess, reported beside the model's
+            snet = out["z_s"].float().softmax(1)
+            snet_scores.append(snet.view(-1, views, snet.shape[-1]).mean(1).cpu())
         labels.append(batch["label"])
         indices.append(batch["index"])
         valid.append(batch["valid"])
@@ -67,6 +70,7 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
     seconds = time.perf_counter() - start if start is not None else 0.0
     return {
         "scores": torch.cat(scores).numpy() if scores else np.zeros((0, 0)),
+        "snet_scores": torch.cat(snet_scores).numpy() if snet_scores else None,
         "labels": torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64),
         "indices": torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64),
         "valid": torch.cat(valid).numpy() if valid else np.zeros(0, dtype=bool),
@@ -120,6 +124,13 @@ def evaluate(
     metrics["rejected"] = len(rejected)
     metrics["rejected_rows"] = rejected
     metrics["per_class_top1"] = per_class_accuracy(scores, labels)
+    if parts[0]["snet_scores"] is not None:
+        snet = np.concatenate([p["snet_scores"] for p in parts if p["snet_scores"] is not None])[order]
+        snet[~valid] = 0.0
+        snet[~valid, labels[~valid]] = -1.0
+        for key, value in compute_metrics(snet, labels).items():
+            if key in ("top1", "top5"):
+                metrics[f"snet_{key}"] = value * len(labels) / rows
     # Processes run side by side: the slowest one sets the pace.
     seconds = max(p["seconds"] for p in parts)
     timed = sum(p["timed_videos"] for p in parts)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from s2d_fast.config import uses_gpus
+from s2d_fast.config import num_candidates, uses_gpus
 from s2d_fast.data.dataset import VideoDataset
 from s2d_fast.data.datasets import class_names, frame_template
 from s2d_fast.data.decoders import VideoReadError, count_frames, probe_video
@@ -36,9 +36,10 @@ def read_video(cfg, path: str) -> tuple[torch.Tensor, int]:
         fmt, num_frames = "video", probe_video(str(path)).num_frames
     # The validation dataset itself, over a one-video list: the same sampling, decoding and crop.
     dataset = VideoDataset(
-        [VideoRecord(str(path), num_frames, 0)], "", fmt=fmt, num_segments=cfg.DATA.NUM_CANDIDATES,
+        [VideoRecord(str(path), num_frames, 0)], "", fmt=fmt, num_segments=num_candidates(cfg),
         scale_size=cfg.DATA.SCALE_SIZE, crop_size=cfg.DATA.CROP_SIZE, train=False, flip=False, num_classes=1,
-        frame_template=template, on_bad="error",
+        frame_template=template, on_bad="error", every_frame=cfg.DATA.CANDIDATES == "all",
+        frame_stride=cfg.DATA.FRAME_STRIDE,
     )
     sample = dataset[0]
     return sample["frames"], int(sample["n_valid"])

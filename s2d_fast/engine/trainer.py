@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from s2d_fast.checkpoint import checkpoint_path, link_checkpoint, load_checkpoint, save_checkpoint
-from s2d_fast.config import ConfigError, save_config
+from s2d_fast.config import ConfigError, learning_rates, process_batch_size, save_config
 from s2d_fast.data.datasets import class_names
 from s2d_fast.data.loader import build_loader
 from s2d_fast.errors import UserError
@@ -141,6 +141,17 @@ def _start_checkpoint(cfg) -> Path | None:
     return None
 
 
+def describe_batch_and_lr(cfg, world: int) -> str:
+    """The run's global batch and learning rate, and where they come from, for the log."""
+    base_lr, _, batch = learning_rates(cfg, world)
+    per = process_batch_size(cfg, world)
+    accum = f" x {cfg.TRAIN.ACCUM_STEPS} accumulated" if cfg.TRAIN.ACCUM_STEPS > 1 else ""
+    rate = (f"TRAIN.BASE_LR {cfg.TRAIN.BASE_LR:g} per video x {batch}" if cfg.TRAIN.BASE_LR_SCOPE == "video"
+            else "TRAIN.BASE_LR, for the whole batch")
+    return (f"global batch {batch} ({per} per process x {world} process{'es' if world > 1 else ''}{accum}), "
+            f"learning rate {base_lr:.3g} ({rate}), schedule {cfg.TRAIN.LR_SCHEDULE}")
+
+
 def _sampler_scalars(out: dict, n_valid: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
     """Where the sampler looks, averaged over the batch: temporal centre as a fraction of the
     video, temporal stride in candidate frames, and the zoom (identity stride / stride)."""
@@ -181,14 +192,15 @@ class Trainer:
             self._load_model(state, start)
         to_device(self.model, self.device, cfg.TRAIN.CHANNELS_LAST)
         if cfg.TRAIN.SYNC_BN and ctx.distributed:
-            if self.device.type != "cuda":
-                raise ConfigError("TRAIN.SYNC_BN needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.optimizer, self.scheduler = build_optimizer(
-            self.model, cfg, total_iters=cfg.TRAIN.EPOCHS * self.steps_per_epoch
-        )
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            elif ctx.is_main:
+                logger.info("TRAIN.SYNC_BN: PyTorch's SyncBatchNorm runs on GPUs only; the CPU processes keep "
+                            "their own BatchNorm statistics")
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.steps_per_epoch, ctx.world_size)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.TRAIN.AMP == "fp16")
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        self.step_lr = self.scheduler.get_last_lr()[0]
         self.metrics: dict = {}  # of the last validation
         if state is not None and state["stage"] == self.stage:
             self._resume(state)
@@ -279,6 +291,7 @@ class Trainer:
                 losses = self.model.loss(out, labels)
             self.scaler.scale(losses["loss"] / self.accum).backward()
         if boundary:
+            self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step ran at, for the logs
             self.scaler.unscale_(self.optimizer)
             if self.cfg.TRAIN.CLIP_GRAD_NORM > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.TRAIN.CLIP_GRAD_NORM)
@@ -315,7 +328,7 @@ class Trainer:
             return values
         for k, v in values.items():
             self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
-        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+        self.writer.add_scalar("train/lr", self.step_lr, step)
         if self.cfg.TRAIN.VIS_PERIOD and step - self.last_vis >= self.cfg.TRAIN.VIS_PERIOD:
             image = sampling_grid_tensor(self.model, batch["frames"], batch["n_valid"], out,
                                          class_names=self.class_names)
@@ -401,11 +414,12 @@ class Trainer:
             self.stage, len(self.train_loader.dataset), len(self.val_loader.dataset), self.num_classes,
             self.epoch + 1, epochs, self.device, self.ctx.world_size,
         )
+        logger.info("%s", describe_batch_and_lr(self.cfg, self.ctx.world_size))
         amp = autocast(self.device, self.cfg.TRAIN.AMP)
         train_seconds = 0.0
         with StopRequest() as self.stop:
             while self.epoch < epochs:
-                tic = time.perf_counter()
+                tic, epoch_lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
                 losses, stopped = self.train_one_epoch(amp, self.stop)
                 if stopped:
                     return self._result(train_seconds, stopped_by=self.stop.signal or signal.SIGTERM)
@@ -413,7 +427,7 @@ class Trainer:
                 self.epoch += 1
                 self.iteration = 0
                 summary = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in losses.items())
-                logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, self.scheduler.get_last_lr()[0])
+                logger.info("epoch %d/%d %s lr=%.3g", self.epoch, epochs, summary, epoch_lr)
                 skipped = self.train_loader.dataset.notes.num_skipped
                 if skipped:
                     logger.info("%d unreadable training samples replaced so far (DATA.ON_BAD_SAMPLE skip)", skipped)
