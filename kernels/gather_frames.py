@@ -97,6 +97,16 @@ def _(index, size):
     return torch.empty(index.shape, dtype=torch.int64, device=index.device)
 
 
+def _index_in_range(index: torch.Tensor, size: int) -> torch.Tensor:
+    """`checked_index` in eager; under torch.compile an asynchronous assert that Inductor keeps
+    in its generated code (a RuntimeError, without the values), so that no opaque op stands
+    in the compiled graph."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(((index >= 0) & (index < size)).all(), f"frame index out of range [0, {size})")
+        return index.to(torch.int64).contiguous()
+    return checked_index(index, size)
+
+
 def _gather_frames_torch(
     frames: torch.Tensor,
     index: torch.Tensor,
@@ -260,7 +270,7 @@ def _check_gather_args(
     if index.dim() == 2:
         index = index.unsqueeze(-1)
         weight = None if weight is None else weight.unsqueeze(-1)
-    index = checked_index(index, frames.shape[1])
+    index = _index_in_range(index, frames.shape[1])
     weight = None if weight is None else weight.contiguous()
     return index, weight, mean, std, out_dtype
 

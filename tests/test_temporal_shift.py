@@ -124,3 +124,43 @@ def test_backend_choice():
     torch.testing.assert_close(temporal_shift(x, 2, backend="auto"), temporal_shift_reference(x, 2), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"backend must be one of \(None, 'auto', 'triton', 'torch'\), got 'cuda'"):
         temporal_shift(x, 2, backend="cuda")
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_compiled_shift_is_plain_torch_and_exact(shape, dtype, memory_format):
+    """Under torch.compile the shift is the traceable form (no custom op in the graph, so that
+    Inductor fuses it), forward and backward equal to the reference, strides kept."""
+    nt, n_segment, c, h, w = shape
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(nt, c, h, w, generator=gen).to(dtype).to(memory_format=memory_format)
+    grad = torch.randn(nt, c, h, w, generator=gen).to(dtype).to(memory_format=memory_format)
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: temporal_shift(t, n_segment), backend=record, fullgraph=True)
+    xo = x.clone().requires_grad_()
+    out = compiled(xo)
+    (out_grad,) = torch.autograd.grad(out, xo, grad)
+    xr = x.clone().requires_grad_()
+    ref = temporal_shift_reference(xr, n_segment)
+    (ref_grad,) = torch.autograd.grad(ref, xr, grad)
+    assert out.is_contiguous(memory_format=memory_format)  # (1x1 planes: both strides fit)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(out_grad, ref_grad, rtol=0, atol=0)
+    targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert targets and not any("s2d_fast" in t for t in targets)
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=["contiguous", "channels_last"])
+def test_inductor_code_of_the_shift_is_exact(memory_format):
+    torch._dynamo.reset()
+    x = torch.randn(8, 19, 5, 3).to(torch.bfloat16).to(memory_format=memory_format)
+    out = torch.compile(lambda t: temporal_shift(t, 4), fullgraph=True)(x)
+    assert out.stride() == x.stride()
+    torch.testing.assert_close(out, temporal_shift_reference(x, 4), rtol=0, atol=0)
