@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from s2d_fast.bench.compiled import bench_compiled_command
 from s2d_fast.bench.data import bench_data_command
 from s2d_fast.bench.eval import bench_eval_command
 from s2d_fast.bench.kernels import bench_kernels_command
 from s2d_fast.bench.proof import bench_proof_command
+from s2d_fast.bench.train import bench_train_command
 from s2d_fast.checkpoint import checkpoint_path, newest_checkpoint
 from s2d_fast.cli_support import (
     PAIRS_SETTINGS,
@@ -171,7 +173,9 @@ def predict(videos, checkpoint, config_file, label_map, save_vis):
     frame's zoom window, what the detail network saw, and the top-5 bars.
     """
     from s2d_fast.engine.predict import iter_predictions
+    from s2d_fast.engine.runtime import setup_logging
 
+    setup_logging()  # the inference settings, on stderr
     paths, pairs = split_pairs(list(videos))
     cfg, checkpoint = _model_config(config_file, tuple(pairs), checkpoint)
     failed = 0
@@ -272,6 +276,8 @@ def bench():
 bench.add_command(bench_kernels_command, "kernels")
 bench.add_command(bench_data_command, "data")
 bench.add_command(bench_eval_command, "eval")
+bench.add_command(bench_compiled_command, "compiled")
+bench.add_command(bench_train_command, "train")
 bench.add_command(bench_proof_command, "proof")
 
 if __name__ == "__main__":

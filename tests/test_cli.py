@@ -125,8 +125,9 @@ def test_predict_prints_top5_and_writes_the_picture(tiny_dataset, tmp_path):
     result = run("predict", str(video), "--checkpoint", str(out / "checkpoints" / "warmup-last.pt"),
                  "--save-vis", str(png), *tiny_run(tiny_dataset, out))
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()  # stderr has the log: the inference settings
     assert lines[0] == str(video) and len([l for l in lines if l.startswith("  0.")]) == 5
+    assert "inference: " in result.stderr
     assert png.is_file() and f"wrote {png}" in result.output
     missing = CliRunner().invoke(main, ["predict", str(tmp_path / "nope.webm"), "--checkpoint",
                                         str(out / "checkpoints" / "warmup-last.pt"), *tiny_run(tiny_dataset, out)])

@@ -143,7 +143,7 @@ def test_predict_and_eval_with_only_a_checkpoint_use_its_config(tiny_dataset, ot
     video = tiny_dataset / (tiny_dataset / "val.txt").read_text().split()[0]
     result = run("predict", video, "--checkpoint", ckpt)
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == str(video) and "red-" in result.output  # class names from the checkpoint
+    assert result.stdout.splitlines()[0] == str(video) and "red-" in result.output  # class names from the checkpoint
     result = run("eval", "--checkpoint", ckpt, "DATA.ROOT", tiny_dataset, "DATA.NUM_WORKERS", "0")
     assert result.exit_code == 0, result.output
     assert "(12 videos) of " + str(ckpt) in result.output

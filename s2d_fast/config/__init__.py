@@ -76,6 +76,8 @@ def _coerce(key: str, value, default, where: str):
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and {"on", "off"} <= set(CHOICES.get(key, ())):
+            return "on" if value else "off"  # an on/off switch written as True / False
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # a path or name that happens to look like a number
     elif isinstance(default, (list, tuple)):

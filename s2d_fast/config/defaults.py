@@ -37,7 +37,7 @@ _C.TRAIN.CHECKPOINT_ITERS = 0  # also write the last checkpoint every N iteratio
 _C.TRAIN.KEEP_CHECKPOINTS = 3  # epoch checkpoints kept, newest first
 _C.TRAIN.DETERMINISTIC = False  # deterministic algorithms: a resumed run matches an uninterrupted one
 _C.TRAIN.AMP = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (with a gradient scaler)
-_C.TRAIN.COMPILE = False  # torch.compile the model for training
+_C.TRAIN.COMPILE = False  # torch.compile the model for training (GPUs only: slower than eager on the CPU)
 _C.TRAIN.COMPILE_MODE = "default"  # torch.compile mode for training
 _C.TRAIN.CHANNELS_LAST = False  # channels_last memory format for the convolutions
 _C.TRAIN.ACCUM_STEPS = 1  # batches whose gradients are summed per optimiser step
@@ -48,10 +48,11 @@ _C.TRAIN.VIS_PERIOD = 200  # iterations between TensorBoard pictures of where th
 
 _C.TEST = CfgNode()
 _C.TEST.BATCH_SIZE = 8  # videos per evaluation batch, per process
-_C.TEST.AMP = "none"  # mixed precision for evaluation: none | bf16 | fp16
-_C.TEST.COMPILE = False  # torch.compile the model for evaluation (with weight freezing on CPU)
+_C.TEST.AMP = "auto"  # mixed precision for eval/predict: auto (bf16 on CPUs with native bf16, else none) | none | bf16 | fp16
+_C.TEST.COMPILE = "auto"  # torch.compile for eval (weight freezing on CPU): auto (native-bf16 CPUs, large evaluations) | on | off
 _C.TEST.COMPILE_MODE = "default"  # torch.compile mode for evaluation
-_C.TEST.CHANNELS_LAST = False  # channels_last memory format for evaluation
+_C.TEST.CHANNELS_LAST = "auto"  # channels_last convolutions for eval/predict: auto (on with native bf16 CPUs) | on | off
+_C.TEST.FOLD_BN = True  # fold BatchNorm into the layer before it for eval/predict (same function, one pass less)
 _C.TEST.PREDICTIONS = ""  # if set, write per-video predictions (JSON lines) to this file
 
 _C.DIST = CfgNode()
@@ -172,7 +173,9 @@ CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
     "TRAIN.AMP": ("none", "bf16", "fp16"),
     "TRAIN.COMPILE_MODE": _COMPILE_MODES,
-    "TEST.AMP": ("none", "bf16", "fp16"),
+    "TEST.AMP": ("auto", "none", "bf16", "fp16"),
+    "TEST.COMPILE": ("auto", "on", "off"),  # True / False read as on / off
+    "TEST.CHANNELS_LAST": ("auto", "on", "off"),
     "TEST.COMPILE_MODE": _COMPILE_MODES,
     "DATA.BACKEND": ("auto", "dali", "pyav"),
     "DATA.ON_BAD_SAMPLE": ("skip", "error"),

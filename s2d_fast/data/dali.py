@@ -95,11 +95,19 @@ class DaliLoader:
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        ahead = self._submit(batches[0]) if batches else None
-        for k in range(len(batches)):
-            current = ahead
-            ahead = self._submit(batches[k + 1]) if k + 1 < len(batches) else None
-            yield self._run_batch(batches[k], current)
+        if not batches:
+            return
+        # Batch k + 1 decodes in a thread of its own while the caller works on batch k (DALI and
+        # torch both run without the GIL), and the files of batch k + 2 are read meanwhile.
+        with ThreadPoolExecutor(1) as decoder:
+            files = self._submit(batches[1]) if len(batches) > 1 else None
+            pending = decoder.submit(self._run_batch, batches[0], self._submit(batches[0]))
+            for k in range(len(batches)):
+                batch = pending.result()
+                if k + 1 < len(batches):
+                    pending = decoder.submit(self._run_batch, batches[k + 1], files)
+                    files = self._submit(batches[k + 2]) if k + 2 < len(batches) else None
+                yield batch
 
     # --- per sample, in the thread pool ------------------------------------------------------
 

@@ -16,12 +16,21 @@ from s2d_fast.config import ConfigError, all_keys, load_config
 from s2d_fast.config.checks import value_of
 from s2d_fast.errors import UserError
 from s2d_fast.data.loader import build_loader
-from s2d_fast.models import VideoModel, build_model
+from s2d_fast.models import VideoModel, build_model, fold_batchnorm
 from s2d_fast.models.flops import config_gflops
 
 from .distributed import DistContext, Outcome, all_gather_objects, init_distributed, launch, shutdown_distributed
 from .metrics import compute_metrics
-from .runtime import autocast, compile_model, device_name, seed_everything, setup_logging, to_device
+from .runtime import (
+    InferenceSettings,
+    autocast,
+    compile_model,
+    device_name,
+    inference_settings,
+    seed_everything,
+    setup_logging,
+    to_device,
+)
 
 logger = logging.getLogger("s2d_fast")
 
@@ -41,12 +50,12 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
     model.eval()
     amp = autocast(device, amp_dtype)
     scores, snet_scores, labels, indices, valid = [], [], [], [], []
-    timed_videos, start = 0, None
+    timed_videos, start, model_seconds, first_batch_seconds = 0, None, 0.0, None
     for i, batch in enumerate(tqdm(loader, desc="eval", leave=False, disable=None if is_main else True, dynamic_ncols=True)):
         if i == WARMUP_BATCHES:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            _sync(device)
             start = time.perf_counter()
+        tic = time.perf_counter()
         frames = batch["frames"].to(device, non_blocking=True)
         n_valid = batch["n_valid"].to(device, non_blocking=True)
         views = frames.shape[1] if frames.dim() == 6 else 1
@@ -56,6 +65,11 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
         with amp:
             out = model(frames, n_valid)
         probs = out["log_prob"].float().exp()
+        _sync(device)
+        if start is None:
+            first_batch_seconds = time.perf_counter() - tic  # a compiled model compiles here
+        else:
+            model_seconds += time.perf_counter() - tic
         scores.append(probs.view(-1, views, probs.shape[-1]).mean(1).cpu())
         if "z_s" in out:  # the synopsis network's own guess, reported beside the model's
             snet = out["z_s"].float().softmax(1)
@@ -65,8 +79,7 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
         valid.append(batch["valid"])
         if start is not None:
             timed_videos += len(batch["label"])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     seconds = time.perf_counter() - start if start is not None else 0.0
     return {
         "scores": torch.cat(scores).numpy() if scores else np.zeros((0, 0)),
@@ -77,7 +90,14 @@ def predict_scores(model, loader, device: torch.device, *, amp_dtype: str = "non
         "unreadable": list(getattr(loader.dataset, "bad_samples", [])),
         "timed_videos": timed_videos,
         "seconds": seconds,
+        "model_seconds": model_seconds,
+        "first_batch_seconds": first_batch_seconds,
     }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def per_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> dict[int, float]:
@@ -133,8 +153,13 @@ def evaluate(
                 metrics[f"snet_{key}"] = value * len(labels) / rows
     # Processes run side by side: the slowest one sets the pace.
     seconds = max(p["seconds"] for p in parts)
+    model_seconds = max(p["model_seconds"] for p in parts)
     timed = sum(p["timed_videos"] for p in parts)
+    # End to end (decoding included, after the first batch) and the model's share alone.
     metrics["videos_per_second"] = round(timed / seconds, 3) if seconds > 0 else None
+    metrics["model_videos_per_second"] = round(timed / model_seconds, 3) if model_seconds > 0 else None
+    first = [p["first_batch_seconds"] for p in parts if p["first_batch_seconds"] is not None]
+    metrics["first_batch_seconds"] = round(max(first), 2) if first else None
     metrics["device"] = f"{device_name(device)} x{ctx.world_size}"
     return metrics, (indices, scores, labels)
 
@@ -196,8 +221,12 @@ def _does_not_fit(cfg, state: dict, path: Path, error: RuntimeError) -> Checkpoi
                            "and S2D.* against the config it was trained with")
 
 
-def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> tuple[VideoModel, dict]:
-    """The model of `checkpoint` (or the output folder's newest) ready for evaluation."""
+def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device,
+                  settings: InferenceSettings | None = None) -> tuple[VideoModel, dict]:
+    """The model of `checkpoint` (or the output folder's newest) ready for evaluation: in eval
+    mode, BatchNorm folded and the memory format chosen by `settings` (by default TEST's switches
+    for this device)."""
+    settings = settings or inference_settings(cfg, device)
     path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
     state = load_checkpoint(path)
     if not isinstance(state, dict) or not {"model", "num_classes", "stage"} <= set(state):
@@ -209,7 +238,10 @@ def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device) -> t
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise _does_not_fit(cfg, state, path, err) from None
-    to_device(model, device, cfg.TEST.CHANNELS_LAST).eval()
+    model.eval()
+    if settings.fold_bn:
+        fold_batchnorm(model)
+    to_device(model, device, settings.channels_last)
     return model, {"path": str(path), "stage": state["stage"], "epoch": state["epoch"],
                    "class_names": state.get("class_names")}
 
@@ -220,16 +252,20 @@ def _evaluate_process(cfg, checkpoint) -> dict | None:
         setup_logging(quiet=not ctx.is_main)
         seed_everything(cfg.RNG_SEED)
         loader = build_loader(cfg, "val", distributed=ctx.distributed)
-        model, source = load_for_eval(cfg, checkpoint or cfg.TRAIN.RESUME or None, ctx.device)
+        gflops = config_gflops(cfg, loader.dataset.num_classes)  # as run after training; every rank decides alike
+        settings = inference_settings(cfg, ctx.device, gflops * -(-len(loader.dataset) // ctx.world_size))
+        logger.info("%s", settings.describe())
+        model, source = load_for_eval(cfg, checkpoint or cfg.TRAIN.RESUME or None, ctx.device, settings)
         if loader.dataset.num_classes != model.num_classes:
             raise ConfigError(
                 f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
                 f"has {loader.dataset.num_classes}; check DATA.DATASET and DATA.NUM_CLASS"
             )
-        gflops = config_gflops(cfg, model.num_classes) if ctx.is_main else None  # as run after training
-        runner = compile_model(model, cfg.TEST.COMPILE, cfg.TEST.COMPILE_MODE, training=False)
-        metrics, (indices, scores, labels) = evaluate(runner, loader, ctx.device, ctx, amp_dtype=cfg.TEST.AMP)
+        runner = compile_model(model, settings.compile, cfg.TEST.COMPILE_MODE, training=False)
+        metrics, (indices, scores, labels) = evaluate(runner, loader, ctx.device, ctx, amp_dtype=settings.amp)
         metrics["checkpoint"] = source
+        metrics["inference"] = {"amp": settings.amp, "channels_last": settings.channels_last,
+                                "compiled": settings.compile, "fold_bn": settings.fold_bn}
         if cfg.TEST.PREDICTIONS and ctx.is_main:
             metrics["predictions"] = str(write_predictions(cfg.TEST.PREDICTIONS, metrics, indices, scores, labels,
                                                            loader.dataset.records))

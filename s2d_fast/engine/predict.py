@@ -9,6 +9,7 @@ evaluation.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from s2d_fast.data.decoders import VideoReadError, count_frames, probe_video
 from s2d_fast.data.lists import VideoRecord
 
 from .evaluate import load_for_eval
-from .runtime import autocast
+from .runtime import autocast, inference_settings
+
+logger = logging.getLogger("s2d_fast")
 from .visualize import batch_figure, ranked, synopsis_ranking
 
 
@@ -89,7 +92,9 @@ def iter_predictions(
             if not os.path.exists(path):
                 raise VideoReadError(f"{path}: no such file or frame folder")
     device = torch.device("cuda" if uses_gpus(cfg) and torch.cuda.is_available() else "cpu")
-    model, source = load_for_eval(cfg, checkpoint, device)
+    settings = inference_settings(cfg, device)  # never compiled: a video at a time, each of its own length
+    logger.info("%s", settings.describe())
+    model, source = load_for_eval(cfg, checkpoint, device, settings)
     names = class_names(cfg, model.num_classes, label_map) if label_map or not source["class_names"] \
         else source["class_names"]
     for i, path in enumerate(videos):
@@ -103,7 +108,7 @@ def iter_predictions(
             yield {"video": path, "error": str(err)}
             continue
         frames, n_valid = frames[None], torch.tensor([n_valid])
-        with autocast(device, cfg.TEST.AMP):
+        with autocast(device, settings.amp):
             out = model(frames.to(device), n_valid.to(device))
         out_b = {key: value[0].float().cpu() for key, value in out.items()}
         result = {

@@ -3,6 +3,7 @@
 from .authors import load_authors_checkpoint
 from .backbones import BACKBONES, TemporalShift, TSMBackbone, available_backbones
 from .base import VideoModel
+from .fold import fold_batchnorm
 from .registry import build_model, list_models, model_name, register_model, tsm_backbone
 from .s2dnet import S2DNet, s2d_loss, synopsis
 from .tsm import TSM
@@ -16,6 +17,7 @@ __all__ = [
     "VideoModel",
     "available_backbones",
     "build_model",
+    "fold_batchnorm",
     "list_models",
     "load_authors_checkpoint",
     "model_name",
