@@ -8,6 +8,9 @@ evaluation forward: frame reads and normalisation, resizes, backbones, the log-d
 - `tsmN`: TSM on DNET.ARCH with N uniform whole frames at DNET.INPUT_SIZE, the registered `tsm`
   model (the uniform baseline, `S2D.DETAIL_SAMPLING False`) with `DNET.NUM_FRAMES N`, so it
   reads the same candidates; `tsm8` and `tsm16` are K and 2K at paper scale.
+- `tvN`, the anchor: torchvision's own network for DNET.ARCH on the frames `tsmN` reads, what
+  a user would run without us; every row's GMAC/s is also given as a share of its GMAC/s.
+The roofline is a 4096^2 matmul in each mode's precision, timed in the same run.
 
 Modes are `{eager|compiled}-{fp32|bf16|fp16}[-cl]`: fp32 runs without autocast, bf16 / fp16
 under `runtime.autocast`; `compiled` is `runtime.compile_model` (Inductor, with weight freezing
@@ -32,6 +35,9 @@ from collections.abc import Iterable
 
 import click
 import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
 
 from s2d_fast.cli_support import PAIRS_SETTINGS, UserErrorCommand, config_arguments, config_from_args
 from s2d_fast.config import ConfigError, num_candidates
@@ -39,16 +45,21 @@ from s2d_fast.data.datasets import resolve_num_classes
 from s2d_fast.data.loader import build_dataset
 from s2d_fast.engine.evaluate import write_json
 from s2d_fast.engine.runtime import autocast, compile_model, device_name, to_device
-from s2d_fast.models import VideoModel, build_model
-from s2d_fast.models.flops import config_gflops, tsm_flops
+from s2d_fast.models import build_model, fold_batchnorm
+from s2d_fast.models.flops import config_gflops, count_flops, tsm_flops
 
-from .harness import median, resolve_device, sync
+from .harness import matmul_gmacs, median, parse_mode, resolve_device, sync
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
-DEFAULT_MODELS = ("s2dnet", "tsm8", "tsm16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_GMACS_HEAD = "GMAC/s (fvcore multiply-adds x videos/s)"
+DEFAULT_MODELS = ("s2dnet", "tsm8", "tsm16", "tv8")
 INPUTS = ("auto", "random", "dataset")
-_MODE = re.compile(r"^(eager|compiled)-(fp32|bf16|fp16)(-cl)?$")
 _TSM = re.compile(r"^tsm([1-9][0-9]*)$")
+_ANCHOR = re.compile(r"^tv([1-9][0-9]*)$")
+# Our backbone names -> torchvision's builders.
+_TORCHVISION = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
+                "mobilenetv2": "mobilenet_v2"}
 _clock = {"start": time.perf_counter()}
 
 
@@ -57,22 +68,42 @@ def _progress(message: str) -> None:
     print(f"[bench eval {elapsed:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def parse_mode(mode: str) -> dict:
-    """`compiled-bf16-cl` -> `{"compiled": True, "amp": "bf16", "channels_last": True}`."""
-    match = _MODE.match(mode)
-    if match is None:
-        raise ValueError(f"unknown mode {mode!r}: modes are {{eager|compiled}}-{{fp32|bf16|fp16}}[-cl]")
-    kind, precision, cl = match.groups()
-    return {"compiled": kind == "compiled", "amp": "none" if precision == "fp32" else precision, "channels_last": bool(cl)}
+class TorchvisionAnchor(nn.Module):
+    """The anchor: torchvision's own network for DNET.ARCH (no shift, nothing of ours) on the
+    N uniform frames TSM reads (TSN's segment centres of the valid candidates), normalised and
+    resized as TSM's are, frame logits averaged per video."""
+
+    def __init__(self, cfg, num_frames: int, num_classes: int):
+        super().__init__()
+        self.net = getattr(torchvision.models, _TORCHVISION[cfg.DNET.ARCH])(num_classes=num_classes)
+        self.num_frames, self.size = num_frames, cfg.DNET.INPUT_SIZE
+        self.register_buffer("mean", torch.tensor(cfg.DATA.MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.DATA.STD).view(1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict:
+        b, k = frames.shape[0], self.num_frames
+        t = torch.arange(k, device=frames.device)
+        index = (2 * t + 1) * n_valid[:, None] // (2 * k)
+        x = frames[torch.arange(b, device=frames.device)[:, None], index].flatten(0, 1).float()
+        x = (x / 255 - self.mean) / self.std
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        logits = self.net(x).view(b, k, -1).mean(1)
+        return {"log_prob": torch.log_softmax(logits.float(), dim=1)}
 
 
 def _model_cfg(cfg, model: str):
-    """The config of a benchmarked model: the configured S2DNet, or its uniform baseline on N frames."""
+    """The config of a benchmarked model: the configured S2DNet, or its uniform baseline (or
+    the torchvision anchor) on N frames."""
     if model == "s2dnet":
         return cfg
-    match = _TSM.match(model)
+    anchor = _ANCHOR.match(model)
+    if anchor is not None and cfg.DNET.ARCH not in _TORCHVISION:
+        raise ValueError(f"model {model!r}: torchvision has no {cfg.DNET.ARCH}")
+    match = _TSM.match(model) or anchor
     if match is None:
-        raise ValueError(f"unknown model {model!r}: models are s2dnet and tsmN (N uniform frames, e.g. tsm8)")
+        raise ValueError(f"unknown model {model!r}: models are s2dnet, tsmN (N uniform frames, e.g. tsm8) and "
+                         "tvN (torchvision's DNET.ARCH on the same frames, the anchor)")
     out = cfg.clone()
     out.defrost()
     out.S2D.DETAIL_SAMPLING = False
@@ -89,17 +120,23 @@ def _model_name(cfg, model: str) -> str:
         snet = cfg.SNET
         return (f"S2DNet ({snet.ARCH} {snet.NUM_FRAMES}x{snet.INPUT_SIZE} + "
                 f"{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})")
+    if _ANCHOR.match(model):
+        return f"torchvision {_TORCHVISION[dnet.ARCH]} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE} (anchor)"
     return f"TSM-{dnet.ARCH} {_TSM.match(model).group(1)}x{dnet.INPUT_SIZE}"
 
 
-def _gflops(cfg, models: list[str], num_classes: int) -> dict[str, float]:
-    """GFLOPs per video of each model: the configured model's as it runs after training, and
-    TSM's backbone (with its classifier) on N frames for tsmN."""
+def _gflops(cfg, models: list[str], num_classes: int, data) -> dict[str, float]:
+    """GFLOPs per video of each model: the configured model's as it runs after training, TSM's
+    backbone (with its classifier) on N frames for tsmN, the anchor as it runs on `data`."""
     out = {}
     for model in models:
         _progress(f"counting GFLOPs of {model}")
         if model == "s2dnet":
             out[model] = config_gflops(cfg, num_classes)
+        elif _ANCHOR.match(model):
+            frames, n_valid = data[0]
+            anchor = TorchvisionAnchor(_model_cfg(cfg, model), int(_ANCHOR.match(model).group(1)), num_classes).eval()
+            out[model] = count_flops(anchor, (frames[:1].cpu(), n_valid[:1].cpu())).total() / 1e9
         else:
             out[model] = tsm_flops(cfg.DNET.ARCH, int(_TSM.match(model).group(1)), cfg.DNET.INPUT_SIZE, num_classes)[0]
     return out
@@ -146,11 +183,17 @@ def _input_batches(cfg, batch_size: int, batches: int, inputs: str, device: torc
     return list(zip(frames.split(batch_size), n_valid.split(batch_size))), what
 
 
-def _build(cfg, model: str, num_classes: int, device: torch.device, channels_last: bool) -> VideoModel:
+def _build(cfg, model: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
     torch.manual_seed(cfg.RNG_SEED)
+    if _ANCHOR.match(model):
+        anchor = TorchvisionAnchor(_model_cfg(cfg, model), int(_ANCHOR.match(model).group(1)), num_classes)
+        return to_device(anchor, device, channels_last).eval()
     net = build_model(_model_cfg(cfg, model), num_classes, pretrained=False)
     net.set_stage("sampling")
-    return to_device(net, device, channels_last).eval()
+    net.eval()
+    if cfg.TEST.FOLD_BN:  # as `s2d-fast eval` runs it
+        fold_batchnorm(net)
+    return to_device(net, device, channels_last)
 
 
 class _Runner:
@@ -202,6 +245,7 @@ def bench_eval(
     json_path: str | None = None,
     device: str = "auto",
     inputs: str = "auto",
+    roofline_size: int = 4096,
 ) -> dict:
     """Videos/s of each model in each mode on the same inputs, with GFLOPs per video and the
     ratios of S2DNet to every TSM row; prints a table, returns (and optionally writes as JSON)
@@ -214,7 +258,12 @@ def bench_eval(
     _progress(f"{len(models)} models x {len(modes)} modes on {device_name(dev)}")
 
     data, inputs_what = _input_batches(cfg, batch_size, batches, inputs, dev)
-    gflops = _gflops(cfg, models, num_classes)
+    gflops = _gflops(cfg, models, num_classes, data)
+    _progress(f"timing a {roofline_size}^2 matmul: the roofline")
+    roofline = {"fp32": matmul_gmacs(dev, torch.float32, roofline_size)}
+    for spec in specs.values():
+        if spec["amp"] != "none" and spec["amp"] not in roofline:
+            roofline[spec["amp"]] = matmul_gmacs(dev, _DTYPES[spec["amp"]], roofline_size)
 
     import torch._dynamo.config as dynamo_config
 
@@ -228,7 +277,7 @@ def bench_eval(
     compile_seconds: dict[str, dict[str, float]] = {model: {} for model in models}
     try:
         for model in models:
-            base: dict[bool, VideoModel] = {}
+            base: dict[bool, nn.Module] = {}
             for mode, spec in specs.items():
                 cl = spec["channels_last"]
                 if cl not in base:
@@ -272,6 +321,7 @@ def bench_eval(
             "name": _model_name(model_cfg, model),
             "gflops": gflops[model],
             "videos_per_s": {mode: median(runs[model, mode]) for mode in modes},
+            "gmacs": {mode: gflops[model] * median(runs[model, mode]) for mode in modes},
             "best_videos_per_s": {mode: max(runs[model, mode]) for mode in modes},
             "runs": {mode: runs[model, mode] for mode in modes},
         })
@@ -289,6 +339,10 @@ def bench_eval(
         "modes": modes,
         "rows": rows,
         "ratios": ratios,
+        "anchor": next((model for model in models if _ANCHOR.match(model)), None),
+        "roofline_gmacs": roofline,
+        "roofline_size": roofline_size,
+        "mode_precision": {mode: "fp32" if spec["amp"] == "none" else spec["amp"] for mode, spec in specs.items()},
         "compile_seconds": compile_seconds,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -306,7 +360,7 @@ def _ratios(rows: list[dict], modes: list[str]) -> list[dict]:
         return []
     out = []
     for row in rows:
-        if row is s2d:
+        if row is s2d or _ANCHOR.match(row["model"]):
             continue
         expected = row["gflops"] / s2d["gflops"]
         measured = {mode: s2d["videos_per_s"][mode] / row["videos_per_s"][mode] for mode in modes}
@@ -322,7 +376,7 @@ def _ratios(rows: list[dict], modes: list[str]) -> list[dict]:
 
 def format_table(result: dict) -> str:
     modes = result["modes"]
-    width = max([len(row["name"]) for row in result["rows"]] + [len("model")])
+    width = max([len(row["name"]) for row in result["rows"]] + [len("model"), len(_GMACS_HEAD)])
     col = max([len(mode) for mode in modes] + [9])
     lines = [
         f"end-to-end evaluation throughput on {result['device']}, torch {result['torch']}",
@@ -337,6 +391,20 @@ def format_table(result: dict) -> str:
     for row in result["rows"]:
         lines.append(f"{row['name']:<{width}}  {row['gflops']:>12.2f}  "
                      + "  ".join(f"{row['videos_per_s'][mode]:>{col}.3f}" for mode in modes))
+    lines += ["", f"{_GMACS_HEAD:<{width}}  {'':>12}  "
+              + "  ".join(f"{mode:>{col}}" for mode in modes)]
+    for row in result["rows"]:
+        lines.append(f"{row['name']:<{width}}  {'':>12}  " + "  ".join(f"{row['gmacs'][mode]:>{col}.0f}" for mode in modes))
+    roof = result["roofline_gmacs"]
+    lines.append(f"{'  ' + str(result['roofline_size']) + '^2 matmul (the roofline)':<{width}}  {'':>12}  "
+                 + "  ".join(f"{roof[result['mode_precision'][mode]]:>{col}.0f}" for mode in modes))
+    anchor = next((row for row in result["rows"] if row["model"] == result["anchor"]), None)
+    if anchor is not None:
+        lines += ["", f"{'GMAC/s over the anchor':<{width}}  {'':>12}  " + "  ".join(f"{mode:>{col}}" for mode in modes)]
+        for row in result["rows"]:
+            if row is not anchor:
+                lines.append(f"{row['name']:<{width}}  {'':>12}  "
+                             + "  ".join(f"{row['gmacs'][mode] / anchor['gmacs'][mode]:>{col}.2f}" for mode in modes))
     for ratio in result["ratios"]:
         label = f"S2DNet vs {ratio['against_name']}"
         lines += [
@@ -370,19 +438,24 @@ def format_table(result: dict) -> str:
 @click.option("--modes", default=",".join(DEFAULT_MODES), show_default=True,
               help="Comma-separated {eager|compiled}-{fp32|bf16|fp16}[-cl] (-cl: channels_last).")
 @click.option("--models", default=",".join(DEFAULT_MODELS), show_default=True,
-              help="Comma-separated: s2dnet (the configured model) and tsmN (TSM-DNET.ARCH on N uniform frames).")
+              help="Comma-separated: s2dnet (the configured model), tsmN (TSM-DNET.ARCH on N uniform frames), "
+                   "tvN (torchvision's DNET.ARCH on those frames).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--inputs", type=click.Choice(INPUTS), default="auto", show_default=True,
               help="random frames, the validation videos of DATA.DATASET, or auto (the dataset if on disk).")
+@click.option("--roofline-size", type=click.IntRange(min=1), default=4096, show_default=True, help="Side of the square matmul timed as the roofline.")
 @config_arguments
-def bench_eval_command(json_path, batch_size, batches, repeats, modes, models, device, inputs, config_file, args):
-    """End-to-end evaluation videos/s of S2DNet and of TSM on uniform frames, same input.
+def bench_eval_command(json_path, batch_size, batches, repeats, modes, models, device, inputs, roofline_size,
+                       config_file, args):
+    """End-to-end evaluation videos/s of S2DNet, TSM and torchvision on the same input.
 
     \b
     Every model reads the same uint8 candidate batches (DATA.NUM_CANDIDATES at DATA.CROP_SIZE):
     S2DNet as configured (sampling stage, random weights, inference fast path) and TSM on
-    DNET.ARCH with N uniform frames (tsm8, tsm16: K and 2K at paper scale). Prints GFLOPs per
-    video, videos/s per mode and S2DNet's GFLOPs and videos/s ratios to each TSM row.
+    DNET.ARCH with N uniform frames (tsm8, tsm16: K and 2K at paper scale), and torchvision's
+    DNET.ARCH on those frames (tv8, the anchor). Prints GFLOPs per video, videos/s and GMAC/s
+    per mode next to a matmul's (the roofline), each row's share of the anchor's GMAC/s, and
+    S2DNet's GFLOPs and videos/s ratios to each TSM row.
     Compiling ResNet-50 with weight freezing takes minutes on a few CPU cores.
     ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]... as for `train`.
     """
@@ -392,6 +465,6 @@ def bench_eval_command(json_path, batch_size, batches, repeats, modes, models, d
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     bench_eval(cfg, batch_size=batch_size, batches=batches, repeats=repeats, modes=modes,
-               models=models, json_path=json_path, device=device, inputs=inputs)
+               models=models, json_path=json_path, device=device, inputs=inputs, roofline_size=roofline_size)
     if json_path:
         click.echo(f"wrote {json_path}")

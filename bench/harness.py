@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import torch
 
 from s2d_fast.config import ConfigError
@@ -31,3 +34,31 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+_MODE = re.compile(r"^(eager|compiled)-(fp32|bf16|fp16)(-cl)?$")
+
+
+def parse_mode(mode: str) -> dict:
+    """`compiled-bf16-cl` -> `{"compiled": True, "amp": "bf16", "channels_last": True}`."""
+    match = _MODE.match(mode)
+    if match is None:
+        raise ValueError(f"unknown mode {mode!r}: modes are {{eager|compiled}}-{{fp32|bf16|fp16}}[-cl]")
+    kind, precision, cl = match.groups()
+    return {"compiled": kind == "compiled", "amp": "none" if precision == "fp32" else precision, "channels_last": bool(cl)}
+
+
+def matmul_gmacs(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
+    """The machine's roofline for dense work: multiply-adds per second (x 1e9) of a `size`^2
+    matmul in `dtype`, median of `repeats` after one warm-up."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    times = []
+    for i in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return size**3 / median(times) / 1e9

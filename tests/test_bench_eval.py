@@ -17,14 +17,14 @@ TINY = [
     "S2D.TOPK", "3", "S2D.THETA_CHANNELS", "16", "S2D.EMBED_DIM", "8", "S2D.CONTEXT_DIM", "16",
 ]
 MODES = ("eager-fp32", "eager-bf16")
-MODELS = ("s2dnet", "tsm4", "tsm8")
+MODELS = ("s2dnet", "tsm4", "tsm8", "tv4")
 
 
 def test_bench_eval_tiny(tmp_path, capsys):
     cfg = load_config(None, TINY)
     path = tmp_path / "eval.json"
     result = bench_eval(cfg, batch_size=2, batches=1, repeats=1, modes=MODES, models=MODELS,
-                        json_path=str(path), device="cpu", inputs="random")
+                        json_path=str(path), device="cpu", inputs="random", roofline_size=128)
 
     assert [row["model"] for row in result["rows"]] == list(MODELS)
     for row in result["rows"]:
@@ -37,8 +37,15 @@ def test_bench_eval_tiny(tmp_path, capsys):
     assert gflops["tsm8"] == pytest.approx(2 * gflops["tsm4"], rel=0.01)
     # S2DNet = a 4-frame detail network plus SNet, f_theta and the sampling.
     assert gflops["tsm4"] < gflops["s2dnet"]
+    # The anchor is torchvision's ResNet-18 on TSM's 4 frames: the same multiply-adds.
+    assert gflops["tv4"] == pytest.approx(gflops["tsm4"], rel=1e-3)
+    for row in result["rows"]:
+        for mode in MODES:
+            assert row["gmacs"][mode] == pytest.approx(row["gflops"] * row["videos_per_s"][mode])
+    assert result["anchor"] == "tv4" and set(result["roofline_gmacs"]) == {"fp32", "bf16"}
+    assert all(v > 0 for v in result["roofline_gmacs"].values())
 
-    assert [r["against"] for r in result["ratios"]] == ["tsm4", "tsm8"]
+    assert [r["against"] for r in result["ratios"]] == ["tsm4", "tsm8"]  # not the anchor
     for ratio in result["ratios"]:
         against = gflops[ratio["against"]]
         assert ratio["gflops_ratio"] == pytest.approx(against / gflops["s2dnet"])
@@ -51,7 +58,8 @@ def test_bench_eval_tiny(tmp_path, capsys):
 
     out = capsys.readouterr().out
     for name in ("S2DNet (resnet18 4x32 + resnet18 4x32)", "TSM-resnet18 4x32", "TSM-resnet18 8x32",
-                 "GFLOPs/video", *MODES, "videos/s ratio (S2DNet / TSM)"):
+                 "torchvision resnet18 4x32 (anchor)", "GFLOPs/video", *MODES, "videos/s ratio (S2DNet / TSM)",
+                 "GMAC/s (fvcore multiply-adds x videos/s)", "128^2 matmul (the roofline)", "GMAC/s over the anchor"):
         assert name in out
     written = json.loads(path.read_text())
     assert [row["model"] for row in written["rows"]] == list(MODELS)
@@ -62,7 +70,7 @@ def test_bench_eval_reads_the_dataset(tiny_dataset):
     """With the built-in dataset on disk, auto decodes its validation videos (repeating them)."""
     cfg = load_config(None, TINY + ["DATA.ROOT", str(tiny_dataset), "DATA.SCALE_SIZE", "32"])
     result = bench_eval(cfg, batch_size=2, batches=7, repeats=1, modes=("eager-fp32",), models=("tsm4",),
-                        device="cpu", inputs="auto")
+                        device="cpu", inputs="auto", roofline_size=128)
     assert result["inputs"].startswith("14 validation videos of synthetic")
     assert "repeat" in result["inputs"]  # 12 validation videos for 14 places
     assert result["rows"][0]["videos_per_s"]["eager-fp32"] > 0
@@ -71,7 +79,7 @@ def test_bench_eval_reads_the_dataset(tiny_dataset):
 def test_auto_inputs_do_not_generate_the_dataset(tmp_path):
     cfg = load_config(None, TINY + ["DATA.CACHE_DIR", str(tmp_path / "cache")])
     result = bench_eval(cfg, batch_size=1, batches=1, repeats=1, modes=("eager-fp32",), models=("tsm4",),
-                        device="cpu", inputs="auto")
+                        device="cpu", inputs="auto", roofline_size=128)
     assert result["inputs"] == "random uint8 frames"
     assert not (tmp_path / "cache").exists()
 
@@ -92,7 +100,7 @@ def test_command(tmp_path):
     path = tmp_path / "out.json"
     runner = CliRunner()
     args = ["--json", str(path), "--batch-size", "1", "--batches", "1", "--repeats", "1", "--modes", "eager-fp32",
-            "--models", "tsm4,s2dnet", "--inputs", "random", *TINY]
+            "--models", "tsm4,s2dnet", "--inputs", "random", "--roofline-size", "128", *TINY]
     result = runner.invoke(bench_eval_command, args)
     assert result.exit_code == 0, result.output
     assert "S2DNet vs TSM-resnet18 4x32" in result.output
