@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import nullcontext
 
 import torch
 
@@ -43,3 +44,14 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
             "before the first call of a kernel to run the Triton kernels on CPU"
         )
     return backend
+
+
+def device_guard(*tensors: torch.Tensor | None):
+    """The context to launch a kernel on these tensors in: their CUDA device made current (a
+    launch goes to the current device, which need not be theirs); ValueError if they are on
+    different devices. CPU tensors (Triton's interpreter) need no guard."""
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"the tensors of one kernel call must be on one device, got {sorted(map(str, devices))}")
+    device = devices.pop()
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()

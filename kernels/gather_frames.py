@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._backend import resolve_backend
+from ._backend import device_guard, resolve_backend
 
 BLOCK = 1024
 FRAME_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
@@ -98,13 +98,19 @@ def _(index, size):
 
 
 def _index_in_range(index: torch.Tensor, size: int) -> torch.Tensor:
-    """`checked_index` in eager; under torch.compile an asynchronous assert that Inductor keeps
-    in its generated code (a RuntimeError, without the values), so that no opaque op stands
-    in the compiled graph."""
-    if torch.compiler.is_compiling():
-        torch._assert_async(((index >= 0) & (index < size)).all(), f"frame index out of range [0, {size})")
-        return index.to(torch.int64).contiguous()
+    """`checked_index` for CPU tensors in eager; on a GPU, and under torch.compile, an
+    asynchronous assert (a device-side assert on CUDA, a RuntimeError naming the range on the
+    CPU) that neither waits for the device nor breaks CUDA graph capture, and that Inductor
+    keeps in its generated code."""
+    if torch.compiler.is_compiling() or index.device.type != "cpu":
+        return assert_in_range(index, size)
     return checked_index(index, size)
+
+
+def assert_in_range(index: torch.Tensor, size: int) -> torch.Tensor:
+    """`index` as contiguous int64, asserting `0 <= index < size` on the device, asynchronously."""
+    torch._assert_async(((index >= 0) & (index < size)).all(), f"frame index out of range [0, {size})")
+    return index.to(torch.int64).contiguous()
 
 
 def _gather_frames_torch(
@@ -141,10 +147,11 @@ def _gather_kernel():
     @triton.jit
     def gather_frames_kernel(
         frames_ptr, index_ptr, weight_ptr, mean_ptr, std_ptr, out_ptr,
-        T, K, P, frame_numel, plane, scale,
+        T, K, P, frame_numel, plane, scale, stride_b, stride_t,
         HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        # Axis 0 is one output frame (b, k), axis 1 a block of its C*H*W values.
+        # Axis 0 is one output frame (b, k), axis 1 a block of its C*H*W values. Frames are read
+        # where they are: each frame contiguous, the clip and batch at any stride (a view).
         bk = tl.program_id(0)
         offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < frame_numel
@@ -152,10 +159,10 @@ def _gather_kernel():
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for p in range(P):
             idx = tl.load(index_ptr + bk * P + p)
-            # The host rejects out-of-range indices; masking here as well means a bad index can
+            # The index is checked before the launch; masking here as well means a bad index can
             # never read memory outside the clip.
             ok = (idx >= 0) & (idx < T)
-            src = frames_ptr + (b * T + idx).to(tl.int64) * frame_numel
+            src = frames_ptr + b.to(tl.int64) * stride_b + idx.to(tl.int64) * stride_t
             v = tl.load(src + offs, mask=mask & ok, other=0).to(tl.float32)
             if HAS_WEIGHT:
                 v *= tl.load(weight_ptr + bk * P + p).to(tl.float32)
@@ -169,17 +176,33 @@ def _gather_kernel():
     return gather_frames_kernel, triton.cdiv
 
 
+def block_for(frames: torch.Tensor) -> int:
+    """Values per program: 16 bytes per thread's load at 4 warps (2048 uint8, 1024 wider)."""
+    return 2048 if frames.element_size() == 1 else BLOCK
+
+
+def frames_in_place(frames: torch.Tensor) -> torch.Tensor:
+    """`frames` itself when each `(C, H, W)` frame is contiguous (a view that slices or steps
+    over the clip or the batch is read where it is), else a contiguous copy."""
+    c, h, w = frames.shape[2:]
+    if frames.stride()[2:] == (h * w, w, 1) or frames[0, 0].is_contiguous():
+        return frames
+    return frames.contiguous()
+
+
 def _gather_frames_triton(frames, index, weight, mean, std, out_dtype) -> torch.Tensor:
     kernel, cdiv = _gather_kernel()
-    frames = frames.contiguous()
+    frames = frames_in_place(frames)
     b, t, c, h, w = frames.shape
     k, p = index.shape[1:]
     out = torch.empty((b, k, c, h, w), dtype=out_dtype, device=frames.device)
-    kernel[(b * k, cdiv(c * h * w, BLOCK))](
-        frames, index, weight, mean, std, out,
-        t, k, p, c * h * w, h * w, _scale(frames.dtype),
-        HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
-    )
+    block = block_for(frames)
+    with device_guard(frames, index, weight, mean, std):
+        kernel[(b * k, cdiv(c * h * w, block))](
+            frames, index, weight, mean, std, out,
+            t, k, p, c * h * w, h * w, _scale(frames.dtype), frames.stride(0), frames.stride(1),
+            HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=block,
+        )
     return out
 
 
@@ -261,6 +284,9 @@ def _check_gather_args(
     out_dtype = out_dtype or torch.float32
     if not out_dtype.is_floating_point:
         raise TypeError(f"{op}: out_dtype must be a float dtype, got {out_dtype}")
+    for name, tensor in (("index", index), ("weight", weight)):
+        if tensor is not None and tensor.device != frames.device:
+            raise ValueError(f"{op}: {name} is on {tensor.device} but frames are on {frames.device}")
     c = frames.shape[2]
     if mean is not None:
         mean = torch.as_tensor(mean, dtype=torch.float32, device=frames.device).reshape(-1).contiguous()
@@ -293,14 +319,16 @@ def gather_frames(
     `(out - mean) / std`. Returns `(B, K, C, H, W)` in `out_dtype` (float32 by default).
     Differentiable with respect to float `frames` and to `weight`. `backend`: None/"auto"
     (Triton for CUDA tensors, torch otherwise), "triton" or "torch". Eager calls go through the
-    custom op `s2d_fast::gather_frames` (what tracers record); the torch path is plain torch ops
-    under torch.compile and when autograd differentiates it.
+    custom op `s2d_fast::gather_frames` (what tracers record); it is plain torch ops under
+    torch.compile (any device, unless `backend="triton"`) and when autograd differentiates the
+    torch path.
     """
     index, weight, mean, std, out_dtype = _check_gather_args(
         "gather_frames", frames, index, weight, mean, std, out_dtype
     )
     use_triton = resolve_backend(backend, frames.device) == "triton"
-    if not use_triton and (torch.compiler.is_compiling() or _needs_grad(frames, weight)):
+    # Under torch.compile plain torch, for Inductor to fuse on any device, unless Triton is named.
+    if (torch.compiler.is_compiling() and backend != "triton") or (not use_triton and _needs_grad(frames, weight)):
         return _gather_frames_torch(frames, index, weight, mean, std, out_dtype)
     return _gather_frames_op(frames, index, weight, mean, std, out_dtype, use_triton)
 

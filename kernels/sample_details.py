@@ -14,10 +14,12 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve_backend
-from .gather_frames import Stats, _check_gather_args, _needs_grad, _scale, gather_frames_reference
+from ._backend import device_guard, resolve_backend
+from .gather_frames import Stats, _check_gather_args, _needs_grad, _scale, frames_in_place, gather_frames_reference
 
-BLOCK = 1024
+# Outputs per program: its bilinear arithmetic holds about 100 registers a thread, so 512 (4
+# per thread at 4 warps) keeps more programs resident than 1024.
+BLOCK = 512
 
 
 def _positions(centers: torch.Tensor, strides: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -88,7 +90,7 @@ def _sample_kernel():
     @triton.jit
     def sample_details_kernel(
         frames_ptr, index_ptr, weight_ptr, centers_ptr, strides_ptr, mean_ptr, std_ptr, out_ptr,
-        T, K, P, C, H, W, S, scale,
+        T, K, P, C, H, W, S, scale, stride_b, stride_t,
         HAS_WEIGHT: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK: tl.constexpr,
     ):
         # Axis 0 is one detail frame (b, k), axis 1 a block of its C*S*S outputs.
@@ -101,6 +103,8 @@ def _sample_kernel():
         half = (S - 1) * 0.5
         x = tl.load(centers_ptr + bk * 2).to(tl.float32) + (j - half) * tl.load(strides_ptr + bk * 2).to(tl.float32)
         y = tl.load(centers_ptr + bk * 2 + 1).to(tl.float32) + (i - half) * tl.load(strides_ptr + bk * 2 + 1).to(tl.float32)
+        # A NaN centre or stride gives NaN, as grid_sample does (the clamps below would drop it).
+        lost = (x != x) | (y != y)
         # Beyond one pixel outside the frame every corner is padding, so clamping there changes no
         # weight and keeps the integer conversion in range.
         x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
@@ -125,7 +129,7 @@ def _sample_kernel():
         for p in range(P):
             idx = tl.load(index_ptr + bk * P + p)
             ok = mask & (idx >= 0) & (idx < T)
-            src = frames_ptr + (b * T + idx).to(tl.int64) * C * H * W + pix
+            src = frames_ptr + b.to(tl.int64) * stride_b + idx.to(tl.int64) * stride_t + pix
             v = w00 * tl.load(src, mask=ok & in_y0 & in_x0, other=0).to(tl.float32)
             v += w01 * tl.load(src + 1, mask=ok & in_y0 & in_x1, other=0).to(tl.float32)
             v += w10 * tl.load(src + W, mask=ok & in_y1 & in_x0, other=0).to(tl.float32)
@@ -140,6 +144,7 @@ def _sample_kernel():
             inside = w00 + w01 + w10 + w11
             m = tl.load(mean_ptr + c, mask=mask, other=0.0)
             acc = (acc - m * inside) / tl.load(std_ptr + c, mask=mask, other=1.0)
+        acc = tl.where(lost, float("nan"), acc)
         tl.store(out_ptr + bk.to(tl.int64) * C * S * S + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     return sample_details_kernel, triton.cdiv
@@ -147,15 +152,16 @@ def _sample_kernel():
 
 def _sample_details_triton(frames, index, weight, centers, strides, out_size, mean, std, out_dtype) -> torch.Tensor:
     kernel, cdiv = _sample_kernel()
-    frames = frames.contiguous()
+    frames = frames_in_place(frames)
     b, t, c, h, w = frames.shape
     k, p = index.shape[1:]
     out = torch.empty((b, k, c, out_size, out_size), dtype=out_dtype, device=frames.device)
-    kernel[(b * k, cdiv(c * out_size * out_size, BLOCK))](
-        frames, index, weight, centers.contiguous(), strides.contiguous(), mean, std, out,
-        t, k, p, c, h, w, out_size, _scale(frames.dtype),
-        HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
-    )
+    with device_guard(frames, index, weight, centers, strides, mean, std):
+        kernel[(b * k, cdiv(c * out_size * out_size, BLOCK))](
+            frames, index, weight, centers.contiguous(), strides.contiguous(), mean, std, out,
+            t, k, p, c, h, w, out_size, _scale(frames.dtype), frames.stride(0), frames.stride(1),
+            HAS_WEIGHT=weight is not None, HAS_NORM=mean is not None, BLOCK=BLOCK,
+        )
     return out
 
 
@@ -220,6 +226,8 @@ def sample_details(
     for name, v in (("centers", centers), ("strides", strides)):
         if v.shape != (b, k, 2) or not v.is_floating_point():
             raise ValueError(f"sample_details: {name} must be float of shape ({b}, {k}, 2), got {v.dtype} {tuple(v.shape)}")
+        if v.device != frames.device:
+            raise ValueError(f"sample_details: {name} is on {v.device} but frames are on {frames.device}")
     if out_size < 1:
         raise ValueError(f"sample_details: out_size must be positive, got {out_size}")
     use_triton = resolve_backend(backend, frames.device) == "triton"

@@ -12,7 +12,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve_backend
+from ._backend import device_guard, resolve_backend
 
 BLOCK = 1024
 
@@ -103,16 +103,23 @@ def _shift_kernel():
 
     @triton.jit
     def temporal_shift_kernel(
-        x_ptr, out_ptr, n_segment, frame_numel, channel_stride, C, fold,
-        REVERSE: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr, out_ptr, n_segment, frame_numel, fold_numel,
+        C: tl.constexpr, FOLD: tl.constexpr, CHANNELS_LAST: tl.constexpr, REVERSE: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         # Axis 0 walks frames (n * n_segment + t), axis 1 blocks within a frame, so the per-element
-        # index arithmetic stays in 32 bits; the layout only changes how a channel is found.
+        # index arithmetic stays in 32 bits. Which frame an element comes from must be provably
+        # constant over a vector for the loads to be 16 bytes wide: contiguous frames compare the
+        # flat offset with the folds' extent (fold * H * W, which Triton sees divisible by 16 at
+        # every TSM shape); channels_last ones take C and the fold as constants.
         frame = tl.program_id(0)
         offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < frame_numel
-        c = (offs // channel_stride) % C
-        dt = tl.where(c < fold, 1, tl.where(c < 2 * fold, -1, 0))
+        if CHANNELS_LAST:
+            c = offs % C
+            dt = tl.where(c < FOLD, 1, tl.where(c < 2 * FOLD, -1, 0))
+        else:
+            dt = tl.where(offs < fold_numel, 1, tl.where(offs < 2 * fold_numel, -1, 0))
         if REVERSE:
             dt = -dt
         src_t = frame % n_segment + dt
@@ -131,9 +138,14 @@ def _shift_triton(x: torch.Tensor, n_segment: int, fold: int, reverse: bool) -> 
     nt, c, h, w = x.shape
     out = torch.empty_like(x)
     frame_numel = c * h * w
-    channel_stride = h * w if x.is_contiguous() else 1
-    kernel[(nt, cdiv(frame_numel, BLOCK))](x, out, n_segment, frame_numel, channel_stride, c, fold,
-                                           REVERSE=reverse, BLOCK=BLOCK)
+    # 1x1 planes are both layouts at once; the contiguous form needs no constants.
+    channels_last = not x.is_contiguous()
+    with device_guard(x):
+        kernel[(nt, cdiv(frame_numel, BLOCK))](
+            x, out, n_segment, frame_numel, fold * h * w,
+            C=c if channels_last else 1, FOLD=fold if channels_last else 0, CHANNELS_LAST=channels_last,
+            REVERSE=reverse, BLOCK=BLOCK,
+        )
     return out
 
 
