@@ -12,6 +12,7 @@ import click
 from s2d_fast.bench.compiled import bench_compiled_command
 from s2d_fast.bench.data import bench_data_command
 from s2d_fast.bench.eval import bench_eval_command
+from s2d_fast.bench.gpu_check import bench_gpu_command
 from s2d_fast.bench.kernels import bench_kernels_command
 from s2d_fast.bench.proof import bench_proof_command
 from s2d_fast.bench.train import bench_train_command
@@ -278,6 +279,7 @@ bench.add_command(bench_data_command, "data")
 bench.add_command(bench_eval_command, "eval")
 bench.add_command(bench_compiled_command, "compiled")
 bench.add_command(bench_train_command, "train")
+bench.add_command(bench_gpu_command, "gpu")
 bench.add_command(bench_proof_command, "proof")
 
 if __name__ == "__main__":
