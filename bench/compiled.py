@@ -6,6 +6,8 @@ Rows (all on `B x T` frames of `size` px, random weights, eval mode, `torch.no_g
 - `unshifted`: s2d-fast's backbone built with `shift=False` (the floor for any shift);
 - `s2d-fast`: the backbone as it ships: the one-pass custom op in eager, the traceable form
   Inductor fuses under torch.compile;
+- `slice writes`: the eager torch path's one-pass slice writes, given to torch.compile as they
+  are (the compiled form before the traceable one);
 - `opaque op`: the same custom op left opaque under torch.compile (a call Inductor cannot
   fuse or plan memory around): what compiling the eager kernel would give;
 - `TSM reference`: TSM's own shift (zeros, then three slice copies) in every block.
@@ -29,13 +31,14 @@ from s2d_fast.cli_support import UserErrorCommand
 from s2d_fast.engine.evaluate import write_json
 from s2d_fast.engine.runtime import autocast, compile_model, device_name
 from s2d_fast.kernels import temporal_shift_reference
+from s2d_fast.kernels.temporal_shift import _shift_torch as shift_by_slice_writes
 from s2d_fast.models import TemporalShift
 from s2d_fast.models.backbones import build_backbone
 from s2d_fast.models.flops import count_flops
 
 from .harness import matmul_gmacs, median, parse_mode, resolve_device, sync
 
-ROWS = ("torchvision", "unshifted", "s2d-fast", "opaque op", "TSM reference")
+ROWS = ("torchvision", "unshifted", "s2d-fast", "slice writes", "opaque op", "TSM reference")
 DEFAULT_MODES = ("eager-bf16-cl", "compiled-bf16-cl")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,6 +53,17 @@ class _OpaqueShift(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fold = x.shape[1] // self.fold_div
         return self.net(torch.ops.s2d_fast.temporal_shift(x, self.num_segments, fold, False, False))
+
+
+class _SliceWrites(nn.Module):
+    """A shifted conv whose shift is the eager torch path's slice writes, even under compile."""
+
+    def __init__(self, shifted: TemporalShift):
+        super().__init__()
+        self.net, self.num_segments, self.fold_div = shifted.net, shifted.num_segments, shifted.fold_div
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(shift_by_slice_writes(x, self.num_segments, x.shape[1] // self.fold_div, False))
 
 
 class _ReferenceShift(nn.Module):
@@ -91,6 +105,8 @@ def build_row(row: str, arch: str, frames: int, num_classes: int) -> nn.Module:
     net = build_backbone(arch, frames, num_classes, shift=row != "unshifted", backend="torch")
     if row == "opaque op":
         _replace_shifts(net, _OpaqueShift)
+    elif row == "slice writes":
+        _replace_shifts(net, _SliceWrites)
     elif row == "TSM reference":
         _replace_shifts(net, _ReferenceShift)
     return net.eval()
@@ -194,7 +210,7 @@ def format_table(result: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 @click.option("--roofline-size", type=click.IntRange(min=1), default=4096, show_default=True)
 def bench_compiled_command(arch, videos, frames, size, repeats, modes, rows, device, json_path, roofline_size):
-    """The temporal shift inside TSM-ResNet: ours, opaque, TSM's and none, eager and compiled."""
+    """The temporal shift inside TSM-ResNet: ours, slice writes, opaque, TSM's and none, eager and compiled."""
     try:
         bench_compiled(arch=arch, videos=videos, frames=frames, size=size, repeats=repeats,
                        modes=[m.strip() for m in modes.split(",") if m.strip()],

@@ -35,9 +35,31 @@ def test_bench_compiled_rows_compute_the_same_network(tmp_path):
     x = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
         outs = {row: build_row(row, "resnet18", 4, 10)(x) for row in ROWS}
-    for row in ("opaque op", "TSM reference"):
+    for row in ("slice writes", "opaque op", "TSM reference"):
         torch.testing.assert_close(outs[row], outs["s2d-fast"], rtol=0, atol=0)
     assert not torch.allclose(outs["unshifted"], outs["s2d-fast"])
     result = bench_compiled(arch="resnet18", videos=1, frames=4, size=32, repeats=1, modes=["eager-fp32"],
                             device="cpu", roofline_size=64, json_path=str(tmp_path / "c.json"))
     assert set(result["seconds"]) == set(ROWS) and (tmp_path / "c.json").is_file()
+
+
+def test_gpu_check_dry_run_builds_every_section(tmp_path):
+    """What CI runs of `s2d-fast bench gpu`: without a GPU every section builds its cases and
+    says it needs CUDA to run; the JSON and the Markdown table are written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from s2d_fast.bench.gpu_check import SECTIONS, bench_gpu_command
+
+    result = CliRunner().invoke(bench_gpu_command, ["--dry-run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert list(report["sections"]) == list(SECTIONS)
+    for name, entry in report["sections"].items():
+        assert entry["status"].startswith("built (dry run)"), (name, entry)
+    assert "collected" in report["sections"]["tests"]["result"]["summary"]
+    assert len(report["sections"]["kernels"]["result"]["cases"]) >= 5
+    assert "| tests | built (dry run): needs CUDA to run |" in (tmp_path / "gpu_check.md").read_text()
+    plain = CliRunner().invoke(bench_gpu_command, ["--out", str(tmp_path / "real"), "--sections", "eval"])
+    assert plain.exit_code == 1 and "needs CUDA" in (tmp_path / "real" / "gpu_check.md").read_text()

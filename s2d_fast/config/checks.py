@@ -175,9 +175,9 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _check_model(cfg)
     if cfg.TRAIN.COMPILE and not uses_gpus(cfg):
         raise ConfigError(
-            "TRAIN.COMPILE True: compiled training steps run slower than eager ones on the CPU (measured by "
-            "`s2d-fast bench train`, bench/RESULTS.md), so it is offered on GPUs only (NUM_GPUS > 0); on the "
-            "CPU, TRAIN.AMP bf16 is the switch that speeds training up")
+            "TRAIN.COMPILE True: compiled training steps are no faster than eager ones on the CPU, after minutes "
+            "of compiling (measured by `s2d-fast bench train`, bench/RESULTS.md), so it is offered on GPUs only "
+            "(NUM_GPUS > 0); on the CPU, TRAIN.AMP bf16 is the switch that speeds training up")
     if cfg.DATA.FLIP_LABEL_MAP:
         read_flip_label_map(cfg.DATA.FLIP_LABEL_MAP)
     return cfg
