@@ -17,13 +17,18 @@ mAP (never the best epoch's), GFLOPs per video (fvcore) and training minutes (fo
 row, its warmup's minutes included). It also says where the detail frames fell, against where
 the generator put the cue (`where_it_looks`): the share of validation videos with a detail
 frame on one of the cue's frames, the share of those frames whose window holds the cue's
-centre, and the mean zoom. A recipe whose result is already in the output folder is
-not trained again, so an interrupted proof continues where it stopped.
+centre, and the mean zoom. Each top-1 comes with its standard error (each seed's validation
+top-1 a binomial proportion over its videos), and the comparisons that decide the proof (S2DNet
+after sampling against its warmup, the uniform baseline and the synopsis network alone) with
+the paired standard error of the difference over the same videos. A recipe whose result is
+already in the output folder is not trained again, so an interrupted proof continues where it
+stopped.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -78,10 +83,17 @@ def _progress(message: str) -> None:
     print(f"[proof {minutes:6.1f} min] {message}", file=sys.stderr, flush=True)
 
 
+# What the proof sets in every recipe before the caller's pairs: 600 validation videos per seed
+# (the recipes' own 200 leave a two-seed mean top-1 a standard error of ~2.5 points; 600 bring it
+# to <= 1.5), evaluated once, after the last epoch, since the table reads only that evaluation.
+PROOF_SETTINGS = ("SYNTHETIC.NUM_VAL", "600", "TRAIN.EVAL_PERIOD", "1000")
+
+
 def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], config_dir: Path = CONFIG_DIR):
-    """The config of one recipe and seed: its YAML, then the seed and output folder, then the
-    caller's KEY VALUE pairs (applied to every recipe alike)."""
-    pairs = ["SYNTHETIC.SEED", str(seed), "RNG_SEED", str(seed), "OUTPUT_DIR", str(out_dir / f"seed{seed}" / recipe.name)]
+    """The config of one recipe and seed: its YAML, then the proof's settings, the seed and the
+    output folder, then the caller's KEY VALUE pairs (applied to every recipe alike)."""
+    pairs = [*PROOF_SETTINGS, "SYNTHETIC.SEED", str(seed), "RNG_SEED", str(seed),
+             "OUTPUT_DIR", str(out_dir / f"seed{seed}" / recipe.name)]
     for key, source in (("TRAIN.RESUME", recipe.start), ("SNET.PRETRAINED", recipe.snet_from)):
         if source is not None:
             pairs += [key, str(out_dir / f"seed{seed}" / source / "checkpoints" / "warmup-last.pt")]
@@ -129,6 +141,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
                     inside.append(bool(((cue_xy - out["centers"][i, j].double()).abs() <= half).all()))
     hits, correct = np.array(hits), np.array(correct)
     return {
+        "correct": "".join("1" if c else "0" for c in correct),  # per validation video, in list order
         "top1_cue_shown": 100 * float(correct[hits].mean()) if hits.any() else None,
         "top1_cue_missed": 100 * float(correct[~hits].mean()) if (~hits).any() else None,
         "cue_hit": float(np.mean(hits)),
@@ -143,7 +156,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     if result_path.is_file():
         _progress(f"seed {seed}: {recipe.name} done before, reading {result_path}")
         result = json.loads(result_path.read_text())
-        if "top1_cue_missed" not in result:  # trained by a version of the proof that did not look
+        if "correct" not in result:  # trained by a version of the proof that did not look
             cfg = recipe_config(recipe, seed, out_dir, overrides)
             result.update(where_it_looks(cfg, _last_checkpoint(cfg)))
             result_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -187,6 +200,7 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
         rows.append({
             "recipe": recipe.name, "what": recipe.what, "config": f"configs/synthetic/{recipe.config}",
             "top1_mean": statistics.fmean(r["top1"] for r in mine),
+            "top1_se": top1_standard_error(mine),
             "top1_per_seed": [r["top1"] for r in mine],
             "mAP_mean": statistics.fmean(r["mAP"] for r in mine),
             "gflops_per_video": mine[0]["gflops_per_video"],
@@ -199,11 +213,40 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
             "epochs": mine[0]["epochs"],
             "snet_pretrain_epochs": mine[0].get("snet_pretrain_epochs", 0),
         })
-    by_name = {row["recipe"]: row for row in rows}
-    summary = {"seeds": seeds, "rows": rows, "runs": results}
-    if "s2dnet" in by_name and "uniform" in by_name:
-        summary["s2dnet_minus_uniform_top1"] = by_name["s2dnet"]["top1_mean"] - by_name["uniform"]["top1_mean"]
-    return summary
+    names = {recipe.name for recipe in recipes}
+    differences = []
+    for a, b in COMPARISONS:
+        if a in names and b in names:
+            mean, se = paired_difference([r for r in results if r["recipe"] == a], [r for r in results if r["recipe"] == b])
+            differences.append({"recipe": a, "against": b, "top1_difference": mean, "top1_difference_se": se})
+    return {"seeds": seeds, "rows": rows, "differences": differences, "runs": results}
+
+
+# The comparisons the proof's claims rest on: (recipe, against).
+COMPARISONS = (("s2dnet", "s2dnet-warmup"), ("s2dnet", "uniform"), ("s2dnet", "synopsis"),
+               ("s2dnet-warmup", "synopsis"))
+
+
+def top1_standard_error(runs: list[dict]) -> float:
+    """Standard error (points) of the mean top-1 over seeds: each seed's top-1 a binomial
+    proportion over its validation videos, the seeds independent."""
+    return math.sqrt(sum(r["top1"] * (100 - r["top1"]) / r["num_videos"] for r in runs)) / len(runs)
+
+
+def paired_difference(runs: list[dict], against: list[dict]) -> tuple[float, float]:
+    """Mean over seeds of the top-1 difference between two recipes on the same validation
+    videos, and its standard error from the per-video differences (pairing removes the videos'
+    shared difficulty, so it is smaller than the two top-1s' own errors together)."""
+    means, variances = [], []
+    for run, other in zip(sorted(runs, key=lambda r: r["seed"]), sorted(against, key=lambda r: r["seed"])):
+        diff = 100.0 * (_correct(run) - _correct(other))
+        means.append(float(diff.mean()))
+        variances.append(float(diff.var(ddof=1)) / diff.size if diff.size > 1 else 0.0)
+    return statistics.fmean(means), math.sqrt(sum(variances)) / len(means)
+
+
+def _correct(run: dict) -> np.ndarray:
+    return np.array([c == "1" for c in run["correct"]], dtype=float)
 
 
 def _mean(values) -> float | None:
@@ -223,21 +266,22 @@ def _epochs(row: dict) -> str:
 def format_markdown(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = [
-        f"| recipe | what | top-1 (mean) | top-1 per seed ({seeds}) | mAP (mean) | GFLOPs/video | epochs "
+        f"| recipe | what | top-1 (mean ± s.e.) | top-1 per seed ({seeds}) | mAP (mean) | GFLOPs/video | epochs "
         "| train min (mean) | cue in a detail frame | window holds the cue | zoom | top-1 cue shown | top-1 cue missed |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
         per_seed = ", ".join(f"{v:.1f}" for v in row["top1_per_seed"])
         lines.append(
-            f"| {row['recipe']} | {row['what']} | {row['top1_mean']:.2f} | {per_seed} | {row['mAP_mean']:.2f} "
+            f"| {row['recipe']} | {row['what']} | {row['top1_mean']:.2f} ± {row['top1_se']:.2f} | {per_seed} | {row['mAP_mean']:.2f} "
             f"| {row['gflops_per_video']:.3f} | {_epochs(row)} | {row['train_minutes_mean']:.1f} "
             f"| {100 * row['cue_hit_mean']:.1f}% | {100 * row['cue_in_window_mean']:.1f}% | {row['zoom_mean']:.2f} "
             f"| {_percent(row['top1_cue_shown_mean'])} | {_percent(row['top1_cue_missed_mean'])} |"
         )
-    if "s2dnet_minus_uniform_top1" in summary:
-        lines += ["", f"S2DNet minus the uniform baseline: {summary['s2dnet_minus_uniform_top1']:+.2f} top-1 points "
-                      f"(mean of seeds {seeds})."]
+    if summary["differences"]:
+        lines += ["", f"Top-1 differences on the same validation videos (mean of seeds {seeds} ± paired s.e.):", ""]
+        lines += [f"- {d['recipe']} minus {d['against']}: {d['top1_difference']:+.2f} ± {d['top1_difference_se']:.2f} points"
+                  for d in summary["differences"]]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ def test_recipes_differ_only_where_they_should():
     cfgs = {r.name: proof.recipe_config(r, 1, proof.Path("/tmp/out"), []) for r in proof.RECIPES}
     for name, cfg in cfgs.items():
         assert cfg.SYNTHETIC.SEED == cfg.RNG_SEED == 1
+        assert cfg.SYNTHETIC.NUM_VAL == 600
         if name != "synopsis":
             assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE) == (
                 cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE)
@@ -37,6 +38,9 @@ def test_recipes_differ_only_where_they_should():
         warmup.SNET.ARCH, warmup.SNET.NUM_FRAMES, warmup.SNET.INPUT_SIZE)
     for name in ("s2dnet-warmup", "s2dnet", "temporal-only", "spatial-only"):
         assert cfgs[name].SNET.PRETRAINED == "/tmp/out/seed1/synopsis/checkpoints/warmup-last.pt"
+    # With 600 validation videos a two-seed mean top-1 has a standard error <= 1.5 points at
+    # any accuracy (the worst is 50%).
+    assert proof.top1_standard_error([{"top1": 50.0, "num_videos": 600}] * 2) <= 1.5
     # The baseline trains as long as S2DNet's two stages together.
     assert cfgs["uniform"].TRAIN.EPOCHS == cfgs["s2dnet-warmup"].TRAIN.EPOCHS + cfgs["s2dnet"].TRAIN.EPOCHS
     assert cfgs["s2dnet"].TRAIN.STAGE == "sampling"
@@ -72,7 +76,13 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     warmup = out / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
     for name in ("s2dnet", "temporal-only", "spatial-only"):
         assert f"loaded {warmup}" in (out / "seed0" / name / "log_sampling.txt").read_text()
-    assert summary["s2dnet_minus_uniform_top1"] == pytest.approx(rows["s2dnet"]["top1_mean"] - rows["uniform"]["top1_mean"])
+    differences = {(d["recipe"], d["against"]): d for d in summary["differences"]}
+    assert set(differences) == set(proof.COMPARISONS)
+    for (a, b), d in differences.items():  # one seed: the difference of the two top-1s, on the same videos
+        assert d["top1_difference"] == pytest.approx(rows[a]["top1_mean"] - rows[b]["top1_mean"])
+        assert d["top1_difference_se"] >= 0
+    for r in runs.values():
+        assert len(r["correct"]) == r["num_videos"] and 100 * r["correct"].count("1") / r["num_videos"] == pytest.approx(r["top1"])
 
     for name in ("uniform", "s2dnet-warmup"):
         assert runs[name]["cue_in_window"] == 1.0 and runs[name]["zoom"] == 1.0  # whole frames
@@ -87,7 +97,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         raise AssertionError("trained again")
 
     old = out / "seed0" / "s2dnet" / "result.json"
-    looked = ("cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed")
+    looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed")
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
@@ -95,7 +105,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), *_overrides(tiny_dataset)])
     assert result.exit_code == 0, result.output
     assert "| s2dnet | S2DNet, warmup then sampling |" in result.output
-    assert "S2DNet minus the uniform baseline" in result.output
+    assert "- s2dnet minus s2dnet-warmup: " in result.output
     written = json.loads((out / "proof.json").read_text())
     assert written["rows"] == json.loads(json.dumps(summary["rows"]))
     assert json.loads(old.read_text())["cue_hit"] == runs["s2dnet"]["cue_hit"]
@@ -159,3 +169,18 @@ def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
     assert identity["cue_in_window"] == 1.0 and identity["zoom"] == pytest.approx(1.0)
     assert corner["cue_hit"] == pytest.approx(expected)  # only the window moved
     assert corner["cue_in_window"] == 0.0 and corner["zoom"] == pytest.approx(float(np.exp(3.0)), rel=1e-4)
+
+
+def test_standard_errors_of_top1_and_of_paired_differences():
+    # Two seeds of 4 videos each: seed 0 top-1 50 (1100), seed 1 top-1 75 (1110).
+    runs = [{"seed": 0, "top1": 50.0, "num_videos": 4, "correct": "1100"},
+            {"seed": 1, "top1": 75.0, "num_videos": 4, "correct": "1110"}]
+    assert proof.top1_standard_error(runs) == pytest.approx(((50 * 50 / 4 + 75 * 25 / 4) ** 0.5) / 2)
+    # Against a recipe right on the same videos plus one: every difference is 0 or -100.
+    better = [{"seed": 1, "top1": 100.0, "num_videos": 4, "correct": "1111"},
+              {"seed": 0, "top1": 75.0, "num_videos": 4, "correct": "1110"}]
+    mean, se = proof.paired_difference(runs, better)
+    assert mean == pytest.approx(-25.0)
+    per_seed_variance = np.var([0, 0, -100, 0], ddof=1) / 4  # each seed differs on one video of 4
+    assert se == pytest.approx((2 * per_seed_variance) ** 0.5 / 2)
+    assert proof.paired_difference(runs, runs) == (0.0, 0.0)
