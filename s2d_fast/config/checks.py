@@ -140,6 +140,12 @@ def _check_model(cfg: CfgNode) -> None:
             )
     if len(set(cfg.S2D.FUSION_STAGES)) != len(cfg.S2D.FUSION_STAGES):
         raise ConfigError(f"S2D.FUSION_STAGES names a stage twice: {list(cfg.S2D.FUSION_STAGES)}")
+    if cfg.S2D.EVIDENCE_LOSS_WEIGHT < 0:
+        raise ConfigError(f"S2D.EVIDENCE_LOSS_WEIGHT must be >= 0 (0 switches it off), got {cfg.S2D.EVIDENCE_LOSS_WEIGHT}")
+    if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
+        raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
+    if cfg.S2D.EVIDENCE_LOSS_WEIGHT and cfg.SNET.TEMPORAL_POOL:
+        raise ConfigError("S2D.EVIDENCE_LOSS_WEIGHT reads SNet's map frame by frame: set SNET.TEMPORAL_POOL False")
 
 
 def read_flip_label_map(path: str) -> dict[int, int]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .backbones import backbone_from_config
 from .base import VideoModel
-from .sampler import DetailSampler
+from .sampler import DetailSampler, linspace_indices, uniform_indices
 from .theta import ThetaTrunk
 from .weights import load_pretrained
 
@@ -172,6 +172,8 @@ class S2DNet(VideoModel):
         self.sampler_fp32 = s2d.SAMPLER_FP32
         self.temporal_sampling = s2d.TEMPORAL_SAMPLING
         self.spatial_sampling = s2d.SPATIAL_SAMPLING
+        self.evidence_weight = s2d.EVIDENCE_LOSS_WEIGHT
+        self.evidence_temperature = s2d.EVIDENCE_TEMPERATURE
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
@@ -285,7 +287,54 @@ class S2DNet(VideoModel):
         return [p for n, p in self.named_parameters() if n.startswith(_SAMPLER_PARTS)]
 
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return s2d_loss(out, labels, self.snet_loss_weight, self.dnet_loss, self.label_smoothing)
+        losses = s2d_loss(out, labels, self.snet_loss_weight, self.dnet_loss, self.label_smoothing)
+        if "loss_evidence" in out:
+            losses["loss"] = losses["loss"] + self.evidence_weight * out["loss_evidence"]
+            losses["loss_evidence"] = out["loss_evidence"].detach()
+        return losses
+
+    # -- SNet's evidence of where the class is ----------------------------------------------------
+
+    def evidence(self, e: torch.Tensor, z_s: torch.Tensor, n_valid: torch.Tensor, frame_hw: tuple[int, int]):
+        """Where SNet sees its top class, in the sampler's units: the class activation map of
+        z_s's top class (SNet's classifier at every (t, y, x) of its feature map; their mean is
+        z_s), softmaxed over SNet's frames and, weighted by those, over positions. Returns the
+        candidate index it centres on `(B,)`, the comb stride that spans its spread over time
+        `(B,)` and the window centre on the candidate frames in pixels `(B, 2)` as (x, y)."""
+        b = z_s.shape[0]
+        top = z_s.argmax(1)
+        weight, bias = self.snet.fc.weight[top].float(), self.snet.fc.bias[top].float()
+        feat = e.float().view(b, -1, *e.shape[1:])  # (B, T_s, C, h, w)
+        cam = torch.einsum("btchw,bc->bthw", feat, weight) + bias[:, None, None, None]
+        when = torch.softmax(cam.flatten(2).amax(2) / self.evidence_temperature, dim=1)  # (B, T_s)
+        pick = uniform_indices if self.snet_choice == "segments" else linspace_indices
+        index = pick(n_valid, self.snet_frames).to(when.dtype)
+        center = (when * index).sum(1)
+        spread = (when * (index - center[:, None]).square()).sum(1).sqrt()
+        stride = 2 * spread / max(self.dnet_frames - 1, 1)
+        where = torch.softmax((when[:, :, None, None] * cam).sum(1).flatten(1) / self.evidence_temperature, dim=1)
+        (h, w), (height, width) = cam.shape[-2:], frame_hw
+        ys = (torch.arange(h, device=cam.device, dtype=cam.dtype) + 0.5) * height / h - 0.5
+        xs = (torch.arange(w, device=cam.device, dtype=cam.dtype) + 0.5) * width / w - 0.5
+        cells = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # (h*w, 2) as (x, y)
+        return center, stride, where @ cells
+
+    def _evidence_loss(self, e, z_s, n_valid, frame_hw, placement: dict) -> torch.Tensor:
+        """The distance of f_theta's placement from SNet's evidence (`evidence`, a fixed
+        target), as fractions of the video's length and the frame's side: smooth L1, so a far
+        placement is pulled at a constant rate."""
+        with torch.no_grad():
+            center, stride, xy = self.evidence(e, z_s, n_valid, frame_hw)
+        n = n_valid.float().clamp(min=1)
+        terms = []
+        if self.temporal_sampling:
+            terms.append(F.smooth_l1_loss(placement["t_center"].float() / n, center / n, beta=0.05))
+            terms.append(F.smooth_l1_loss(placement["t_stride"].float() / n, stride / n, beta=0.05))
+        if self.spatial_sampling:
+            centers = placement["centers"].float()
+            terms.append(F.smooth_l1_loss(centers / frame_hw[1], xy[:, None, :].expand_as(centers) / frame_hw[1],
+                                          beta=0.05))
+        return sum(terms)
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -335,6 +384,9 @@ class S2DNet(VideoModel):
         s = s.detach()  # the synopsis is a target for the detail stage, not a path into SNet's logits
 
         detail, placement = self._details(frames, n_valid, e, s, b)
+        extra = {}
+        if self.evidence_weight and self.training and self.stage == "sampling":
+            extra["loss_evidence"] = self._evidence_loss(e, z_s, n_valid, frames.shape[-2:], placement)
 
         # Detail network with the contextual feature m fused between stages and at the classifier.
         m = self.context(torch.cat([s, self.context_dropout(g)], dim=1))
@@ -354,7 +406,7 @@ class S2DNet(VideoModel):
         if self.prediction == "masked":
             logits = logits.masked_fill(mask == 0, float("-inf"))
         return {"z_s": z_s, "z_d": z_d, "mask": mask, "log_prob": torch.log_softmax(logits, dim=1), "detail": detail,
-                **placement}
+                **placement, **extra}
 
 
 def s2d_loss(

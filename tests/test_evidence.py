@@ -1,0 +1,92 @@
+"""S2D.EVIDENCE_LOSS_WEIGHT: f_theta pulled toward where SNet's class activation map shows its top class."""
+
+import pytest
+import torch
+
+from s2d_fast.config import ConfigError, load_config
+from s2d_fast.models import build_model
+from s2d_fast.models.sampler import uniform_indices
+
+from test_model import SMALL, batch
+
+
+def _model(*extra):
+    torch.manual_seed(0)
+    model = build_model(load_config(None, SMALL + list(extra)), 6)
+    model.set_stage("sampling")
+    return model
+
+
+def _feature_map(b, t, c, h, w, hot):
+    """SNet features that are zero but for channel 0 at each video's (frame, y, x) in `hot`."""
+    e = torch.zeros(b * t, c, h, w)
+    for i, (frame, y, x) in enumerate(hot):
+        e[i * t + frame, 0, y, x] = 50.0
+    return e
+
+
+def test_evidence_finds_the_frame_and_place_of_the_top_class():
+    model = _model("S2D.EVIDENCE_LOSS_WEIGHT", "1", "S2D.EVIDENCE_TEMPERATURE", "0.01")
+    c = model.snet.num_features
+    with torch.no_grad():
+        model.snet.fc.weight.zero_()
+        model.snet.fc.bias.zero_()
+        model.snet.fc.weight[2, 0] = 1.0  # class 2 reads channel 0
+    e = _feature_map(2, 4, c, 2, 2, [(1, 0, 1), (3, 1, 0)])
+    z_s = torch.zeros(2, 6)
+    z_s[:, 2] = 1.0
+    n_valid = torch.tensor([12, 7])
+    center, stride, xy = model.evidence(e, z_s, n_valid, (48, 40))
+    # A sharp map: the centre is the candidate SNet read as that frame, the spread nil.
+    index = uniform_indices(n_valid, 4)
+    torch.testing.assert_close(center, torch.stack([index[0, 1], index[1, 3]]).float())
+    torch.testing.assert_close(stride, torch.zeros(2), atol=1e-4, rtol=0)
+    # Cells of a 2x2 map over 40 x 48 px (W x H) are centred at x 9.5 / 29.5, y 11.5 / 35.5.
+    torch.testing.assert_close(xy, torch.tensor([[29.5, 11.5], [9.5, 35.5]]))
+
+
+def test_evidence_spread_sets_the_comb_stride():
+    model = _model("S2D.EVIDENCE_LOSS_WEIGHT", "1", "S2D.EVIDENCE_TEMPERATURE", "1000")
+    c = model.snet.num_features
+    e = _feature_map(1, 4, c, 2, 2, [(0, 0, 0)])
+    center, stride, _ = model.evidence(e, torch.zeros(1, 6), torch.tensor([12]), (48, 48))
+    # A flat map weights SNet's four frames (candidates 1, 4, 7, 10) alike: centre 5.5, spread
+    # sqrt(11.25), and the comb of 4 detail frames spans two spreads.
+    index = uniform_indices(torch.tensor([12]), 4)[0].float()
+    assert center.item() == pytest.approx(index.mean().item(), abs=0.01)
+    assert stride.item() == pytest.approx(2 * index.std(unbiased=False).item() / 3, abs=0.01)
+
+
+def test_evidence_loss_trains_only_the_sampler_and_only_in_the_sampling_stage():
+    model = _model("S2D.EVIDENCE_LOSS_WEIGHT", "2")
+    frames, n_valid, labels = batch()
+    out = model(frames, n_valid)
+    losses = model.loss(out, labels)
+    assert losses["loss_evidence"] > 0
+    plain = _model()(frames, n_valid)
+    assert "loss_evidence" not in plain
+    # The total is the plain loss plus the weighted term.
+    without = {k: v for k, v in out.items() if k != "loss_evidence"}
+    torch.testing.assert_close(losses["loss"], model.loss(without, labels)["loss"] + 2 * out["loss_evidence"])
+    model.zero_grad()
+    out["loss_evidence"].backward()
+    moved = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved and all(n.startswith(("theta_", "time_head", "space_head", "embed", "snet.")) for n in moved)
+    assert any(n.startswith(("time_head", "space_head")) for n in moved)
+    model.set_stage("warmup")
+    assert "loss_evidence" not in model(frames, n_valid)
+    model.eval()
+    model.set_stage("sampling")
+    with torch.no_grad():
+        assert "loss_evidence" not in model(frames, n_valid)  # evaluation computes nothing extra
+
+
+@pytest.mark.parametrize("pairs,message", [
+    (("S2D.EVIDENCE_LOSS_WEIGHT", "-1"), "S2D.EVIDENCE_LOSS_WEIGHT must be >= 0"),
+    (("S2D.EVIDENCE_TEMPERATURE", "0"), "S2D.EVIDENCE_TEMPERATURE must be positive"),
+    (("S2D.EVIDENCE_LOSS_WEIGHT", "1", "SNET.ARCH", "resnet18", "SNET.TEMPORAL_POOL", "True"),
+     "set SNET.TEMPORAL_POOL False"),
+])
+def test_bad_evidence_settings_are_refused(pairs, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, SMALL + list(pairs))
