@@ -36,7 +36,7 @@ from s2d_fast.models import TemporalShift
 from s2d_fast.models.backbones import build_backbone
 from s2d_fast.models.flops import count_flops
 
-from .harness import matmul_gmacs, median, parse_mode, resolve_device, sync
+from .harness import interleaved_seconds, matmul_gmacs, median, parse_mode, resolve_device, sync
 
 ROWS = ("torchvision", "unshifted", "s2d-fast", "slice writes", "opaque op", "TSM reference")
 DEFAULT_MODES = ("eager-bf16-cl", "compiled-bf16-cl")
@@ -144,15 +144,7 @@ def bench_compiled(*, arch: str = "resnet50", videos: int = 4, frames: int = 8, 
             sync(dev)
             compile_seconds[f"{row} {mode}"] = round(time.perf_counter() - start, 1)
             runners[row, mode] = run
-    times = {pair: [] for pair in runners}
-    pairs = list(runners)
-    for r in range(repeats):
-        for pair in pairs[r % len(pairs):] + pairs[: r % len(pairs)]:
-            sync(dev)
-            start = time.perf_counter()
-            runners[pair]()
-            sync(dev)
-            times[pair].append(time.perf_counter() - start)
+    times = interleaved_seconds(runners, repeats, dev)
     table = {row: {mode: median(times[row, mode]) for mode in modes} for row in rows}
     result = {
         "device": device_name(dev), "torch": torch.__version__, "arch": arch, "input": [videos, frames, 3, size, size],

@@ -28,6 +28,7 @@ decoding are not timed (see `s2d-fast bench data` for loading).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
@@ -48,7 +49,7 @@ from s2d_fast.engine.runtime import autocast, compile_model, device_name, to_dev
 from s2d_fast.models import build_model, fold_batchnorm
 from s2d_fast.models.flops import config_gflops, count_flops, tsm_flops
 
-from .harness import matmul_gmacs, median, parse_mode, resolve_device, sync
+from .harness import interleaved_seconds, matmul_gmacs, median, parse_mode, resolve_device, sync
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-bf16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -298,18 +299,10 @@ def bench_eval(
                     compile_seconds[model][mode] = round(time.perf_counter() - start, 1)
                     _progress(f"{model} {mode}: compiled in {compile_seconds[model][mode]:.0f} s")
 
-        pairs = list(runners)
-        runs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
         videos = batch_size * batches
-        for r in range(repeats):
-            order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
-            for pair in order:
-                sync(dev)
-                start = time.perf_counter()
-                runners[pair](data)
-                sync(dev)
-                runs[pair].append(videos / (time.perf_counter() - start))
-            _progress(f"repeat {r + 1}/{repeats} done")
+        seconds = interleaved_seconds({pair: functools.partial(run, data) for pair, run in runners.items()}, repeats,
+                                      dev, after_round=lambda r: _progress(f"repeat {r + 1}/{repeats} done"))
+        runs = {pair: [videos / s for s in times] for pair, times in seconds.items()}
     finally:
         dynamo_config.recompile_limit, dynamo_config.fail_on_recompile_limit_hit = saved
 

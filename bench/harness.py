@@ -30,6 +30,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved_seconds(runners: dict, repeats: int, device: torch.device, warmup_rounds: int = 0,
+                        after_round=None) -> dict:
+    """Seconds of each call of each runner over `repeats` rounds (after `warmup_rounds` untimed
+    ones), the order rotated every round so that no runner always follows the same one and the
+    machine's drift spreads over all; `after_round(r)` is called after each timed round."""
+    keys = list(runners)
+    times = {key: [] for key in keys}
+    for r in range(warmup_rounds + repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            sync(device)
+            start = time.perf_counter()
+            runners[key]()
+            sync(device)
+            if r >= warmup_rounds:
+                times[key].append(time.perf_counter() - start)
+        if after_round is not None and r >= warmup_rounds:
+            after_round(r - warmup_rounds)
+    return times
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import Callable
 
 import click
@@ -42,7 +41,7 @@ from s2d_fast.kernels import (
     topk_frame_index,
 )
 
-from .harness import median, resolve_device, sync
+from .harness import interleaved_seconds, median, resolve_device
 
 SHIFT_SHAPES = [(64, 56, 56), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
 SEGMENTS = (8, 16)
@@ -52,17 +51,7 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 def _median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds per call of each fn, called in a rotating order, after two warm-up rounds."""
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats + 2):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            fns[name]()
-            sync(device)
-            if r >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {name: median(t) for name, t in times.items()}
+    return {name: median(t) for name, t in interleaved_seconds(fns, repeats, device, warmup_rounds=2).items()}
 
 
 def _copy_bandwidth(device: torch.device, repeats: int) -> float:

@@ -25,7 +25,7 @@ from s2d_fast.engine.optim import build_optimizer
 from s2d_fast.engine.runtime import autocast, compile_model, device_name, to_device
 from s2d_fast.models import build_model
 
-from .harness import median, parse_mode, resolve_device, sync
+from .harness import interleaved_seconds, median, parse_mode, resolve_device, sync
 
 DEFAULT_MODES = ("eager-fp32", "eager-bf16", "compiled-fp32", "compiled-bf16")
 
@@ -77,16 +77,14 @@ def bench_train(cfg, *, modes=DEFAULT_MODES, steps: int = 3, warmup: int = 2, re
             losses[mode] = steppers[mode].step(*data[i % steps])
         sync(dev)
         first_seconds[mode] = round(time.perf_counter() - start, 1)
-    runs = {mode: [] for mode in modes}
-    names = list(modes)
-    for r in range(repeats):
-        for mode in names[r % len(names):] + names[: r % len(names)]:
-            sync(dev)
-            start = time.perf_counter()
+    def steps_of(stepper):
+        def run():
             for frames, n_valid, labels in data:
-                steppers[mode].step(frames, n_valid, labels)
-            sync(dev)
-            runs[mode].append(batch * steps / (time.perf_counter() - start))
+                stepper.step(frames, n_valid, labels)
+        return run
+
+    seconds = interleaved_seconds({mode: steps_of(steppers[mode]) for mode in modes}, repeats, dev)
+    runs = {mode: [batch * steps / s for s in seconds[mode]] for mode in modes}
     result = {
         "device": device_name(dev), "torch": torch.__version__, "stage": cfg.TRAIN.STAGE, "batch_size": batch,
         "candidates": [t, 3, size, size], "steps": steps, "repeats": repeats, "modes": list(modes),

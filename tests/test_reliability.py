@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from s2d_fast.checkpoint import CheckpointError, load_checkpoint
 from s2d_fast.cli import main
 from s2d_fast.config import ConfigError, load_config
 
-from helpers import tiny_run
+from helpers import signal_after_first_epoch, tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,14 +203,8 @@ def test_sigint_checkpoints_says_how_to_resume_and_exits_130(tiny_dataset, train
     shutil.copytree(trained / "checkpoints", out / "checkpoints")
     command = [sys.executable, "-m", "s2d_fast", "train",
                *tiny_run(tiny_dataset, out, "TRAIN.STAGE", "sampling", "TRAIN.EPOCHS", "50")]
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = out / "log_sampling.txt"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and "epoch 1/50" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, output
+    returncode, output = signal_after_first_epoch(command, _env(), out / "log_sampling.txt", signal.SIGINT)
+    assert returncode == 130, output
     assert "SIGINT received" in output and "run the same command again to continue" in output
     assert "s of training" not in output
     assert torch.load(out / "checkpoints" / "sampling-last.pt", weights_only=True)["epoch"] < 50

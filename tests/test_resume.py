@@ -19,7 +19,7 @@ from s2d_fast.models import S2DNet
 from s2d_fast.checkpoint import CheckpointError, link_checkpoint, load_checkpoint, save_checkpoint
 from s2d_fast.engine.distributed import DistContext
 
-from helpers import tiny_run
+from helpers import signal_after_first_epoch, tiny_run
 
 DETERMINISTIC = ["TRAIN.DETERMINISTIC", "True", "TRAIN.EPOCHS", "2", "TRAIN.CHECKPOINT_ITERS", "2",
                  "TRAIN.LOG_PERIOD", "2", "TRAIN.STAGE", "sampling", "TRAIN.AUTO_RESUME", "True"]
@@ -77,15 +77,10 @@ def test_sigkill_then_resume_gives_the_same_weights(tiny_dataset, tmp_path):
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     _start_from_warmup(tiny_dataset, out)
-    proc = subprocess.Popen(_command(tiny_dataset, out, "TRAIN.EPOCHS", "50", "TRAIN.CHECKPOINT_ITERS", "0"),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = out / "log_sampling.txt"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and "epoch 1/50" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 143, output  # 128 + SIGTERM: an && chain stops here
+    returncode, output = signal_after_first_epoch(
+        _command(tiny_dataset, out, "TRAIN.EPOCHS", "50", "TRAIN.CHECKPOINT_ITERS", "0"), _env(),
+        out / "log_sampling.txt", signal.SIGTERM)
+    assert returncode == 143, output  # 128 + SIGTERM: an && chain stops here
     assert "SIGTERM received" in output and "stopped at epoch" in output
     assert "run the same command again to continue" in output
     state = torch.load(out / "checkpoints" / "sampling-last.pt", weights_only=True)
