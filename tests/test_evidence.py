@@ -90,3 +90,17 @@ def test_evidence_loss_trains_only_the_sampler_and_only_in_the_sampling_stage():
 def test_bad_evidence_settings_are_refused(pairs, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, SMALL + list(pairs))
+
+
+def test_a_sampling_run_with_the_evidence_loss_logs_it(tiny_dataset, tmp_path):
+    """Through the trainer: the term is logged, and the step's picture leaves it out."""
+    from helpers import tiny_run
+    from s2d_fast.engine.trainer import train
+
+    warmup = load_config(None, tiny_run(tiny_dataset, tmp_path))
+    train(warmup)
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.STAGE", "sampling", "S2D.EVIDENCE_LOSS_WEIGHT", "5",
+                                     "TRAIN.VIS_PERIOD", "1"))
+    result = train(cfg).value
+    assert result["checkpoint"]
+    assert "loss_evidence=" in (tmp_path / "log_sampling.txt").read_text()

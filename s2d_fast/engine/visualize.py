@@ -333,8 +333,11 @@ def batch_figure(model, frames: torch.Tensor, n_valid: torch.Tensor, out: dict, 
                  class_names: list[str] | None = None, title: str | None = None, top: int = 5) -> Image.Image:
     """`sampling_figure` of video `index` of a batch: `frames (B, T, 3, H, W)` uint8, `n_valid
     (B,)` and the output dict of `model` (the registered model itself, not a DDP wrapper) on
-    them; the uniform frames and their size come from the model."""
-    out_b = {key: value[index].detach().float().cpu() for key, value in out.items()}
+    them; the uniform frames and their size come from the model. Entries that are not per
+    video (a scalar loss term) are left out."""
+    b = frames.shape[0]
+    out_b = {key: value[index].detach().float().cpu() for key, value in out.items()
+             if value.dim() and value.shape[0] == b}
     n = int(n_valid[index])
     k, size = model.uniform_input
     return sampling_figure(
