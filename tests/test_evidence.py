@@ -84,6 +84,7 @@ def test_evidence_loss_trains_only_the_sampler_and_only_in_the_sampling_stage():
 @pytest.mark.parametrize("pairs,message", [
     (("S2D.EVIDENCE_LOSS_WEIGHT", "-1"), "S2D.EVIDENCE_LOSS_WEIGHT must be >= 0"),
     (("S2D.EVIDENCE_TEMPERATURE", "0"), "S2D.EVIDENCE_TEMPERATURE must be positive"),
+    (("S2D.EVIDENCE_ZOOM", "-1"), "S2D.EVIDENCE_ZOOM must be >= 0"),
     (("S2D.EVIDENCE_LOSS_WEIGHT", "1", "SNET.ARCH", "resnet18", "SNET.TEMPORAL_POOL", "True"),
      "set SNET.TEMPORAL_POOL False"),
 ])
@@ -104,3 +105,21 @@ def test_a_sampling_run_with_the_evidence_loss_logs_it(tiny_dataset, tmp_path):
     result = train(cfg).value
     assert result["checkpoint"]
     assert "loss_evidence=" in (tmp_path / "log_sampling.txt").read_text()
+
+
+@pytest.mark.parametrize("parameterisation", ["s2d-fast", "authors"])
+def test_the_zoom_target_is_zero_at_that_zoom(parameterisation):
+    """S2D.EVIDENCE_ZOOM z: the stride term vanishes where every window is 1/z of the identity's."""
+    model = _model("S2D.EVIDENCE_LOSS_WEIGHT", "1", "S2D.EVIDENCE_ZOOM", "2", "S2D.TEMPORAL_SAMPLING", "False",
+                   "S2D.PARAMETERISATION", parameterisation)
+    c = model.snet.num_features
+    e = _feature_map(1, 4, c, 2, 2, [(0, 0, 0)])
+    z_s = torch.zeros(1, 6)
+    _, _, xy = model.evidence(e, z_s, torch.tensor([12]), (48, 48))
+    s = model.dnet_size
+    identity = 48 / (s - 1 if parameterisation == "authors" else s)
+    placement = {"centers": xy[:, None, :].expand(1, 4, 2), "strides": torch.full((1, 4, 2), identity / 2)}
+    assert model._evidence_loss(e, z_s, torch.tensor([12]), (48, 48), placement).item() == pytest.approx(0, abs=1e-6)
+    placement["strides"] = torch.full((1, 4, 2), identity)  # the identity: log 2 away
+    loss = model._evidence_loss(e, z_s, torch.tensor([12]), (48, 48), placement).item()
+    assert loss == pytest.approx(torch.log(torch.tensor(2.0)).item() - 0.025, abs=1e-5)

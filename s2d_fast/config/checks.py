@@ -142,6 +142,8 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"S2D.FUSION_STAGES names a stage twice: {list(cfg.S2D.FUSION_STAGES)}")
     if cfg.S2D.EVIDENCE_LOSS_WEIGHT < 0:
         raise ConfigError(f"S2D.EVIDENCE_LOSS_WEIGHT must be >= 0 (0 switches it off), got {cfg.S2D.EVIDENCE_LOSS_WEIGHT}")
+    if cfg.S2D.EVIDENCE_ZOOM < 0:
+        raise ConfigError(f"S2D.EVIDENCE_ZOOM must be >= 0 (0: no scale target), got {cfg.S2D.EVIDENCE_ZOOM}")
     if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
         raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
     if cfg.S2D.EVIDENCE_LOSS_WEIGHT and cfg.SNET.TEMPORAL_POOL:

@@ -158,6 +158,7 @@ _C.S2D.SNET_LOSS_WEIGHT = 1.0  # weight of the cross-entropy on the synopsis log
 _C.S2D.SAMPLER_LR_RATIO = 1.0  # sampling stage: f_theta's learning rate over TRAIN.BASE_LR
 _C.S2D.EVIDENCE_LOSS_WEIGHT = 0.0  # sampling stage: weight of a loss pulling f_theta's placement onto where SNet's class activation map shows its top class (ours; 0: off)
 _C.S2D.EVIDENCE_TEMPERATURE = 1.0  # softmax temperature over that map's logits, over SNet's frames and over its positions
+_C.S2D.EVIDENCE_ZOOM = 0.0  # the zoom (identity stride over the window's) that loss also pulls each window to; 0: the scale is left to the task loss
 _C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
 _C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
 _C.S2D.SNET_LR_RATIO = 1.0  # sampling stage: SNet's learning rate over TRAIN.BASE_LR; 0 freezes it

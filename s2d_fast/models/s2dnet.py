@@ -174,6 +174,9 @@ class S2DNet(VideoModel):
         self.spatial_sampling = s2d.SPATIAL_SAMPLING
         self.evidence_weight = s2d.EVIDENCE_LOSS_WEIGHT
         self.evidence_temperature = s2d.EVIDENCE_TEMPERATURE
+        self.evidence_zoom = s2d.EVIDENCE_ZOOM
+        # The window's stride at the identity, over the frame's side: the sampler's formulas.
+        self.identity_stride = 1 / (self.dnet_size - 1 if s2d.PARAMETERISATION == "authors" else self.dnet_size)
 
         self.snet = backbone_from_config(snet_cfg, num_classes, self.kernel_backend)
         self.dnet = backbone_from_config(dnet_cfg, 0, self.kernel_backend)
@@ -334,6 +337,11 @@ class S2DNet(VideoModel):
             centers = placement["centers"].float()
             terms.append(F.smooth_l1_loss(centers / frame_hw[1], xy[:, None, :].expand_as(centers) / frame_hw[1],
                                           beta=0.05))
+            if self.evidence_zoom:
+                sides = placement["strides"].new_tensor([frame_hw[1], frame_hw[0]]).float()  # (x, y)
+                scale = placement["strides"].float() / (self.identity_stride * sides)  # 1 / zoom
+                terms.append(F.smooth_l1_loss(scale.log(), torch.full_like(scale, -math.log(self.evidence_zoom)),
+                                              beta=0.05))
         return sum(terms)
 
     # -- forward -------------------------------------------------------------------------------
