@@ -123,3 +123,22 @@ def test_the_zoom_target_is_zero_at_that_zoom(parameterisation):
     placement["strides"] = torch.full((1, 4, 2), identity)  # the identity: log 2 away
     loss = model._evidence_loss(e, z_s, torch.tensor([12]), (48, 48), placement).item()
     assert loss == pytest.approx(torch.log(torch.tensor(2.0)).item() - 0.025, abs=1e-5)
+
+
+def test_a_warmup_with_another_f_theta_starts_the_trunk_sampling_stage():
+    """The warmup never trains f_theta, so a warmup built with the conv3d f_theta starts a
+    sampling stage with the trunk: the trunk keeps its init, every other weight comes from the
+    warmup; a backbone that does not fit is still refused."""
+    warmup = _model()
+    warmup.set_stage("warmup")
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in warmup.state_dict().items()}
+    trunk = _model("S2D.THETA", "trunk")
+    built = {k: v.clone() for k, v in trunk.state_dict().items()}
+    trunk.load_warmup(state)
+    after = trunk.state_dict()
+    for k, v in after.items():
+        expected = built[k] if k.startswith("theta.") else state[k]
+        torch.testing.assert_close(v, expected, msg=k)
+    broken = {k: v for k, v in state.items() if not k.startswith("dnet.stem.")}
+    with pytest.raises(ConfigError, match="missing dnet.stem"):
+        _model("S2D.THETA", "trunk").load_warmup(broken)

@@ -23,6 +23,8 @@ class VideoModel(nn.Module):
 
     # Parameter-name prefixes that the sampling stage starts fresh instead of from the warmup.
     fresh_in_sampling: tuple[str, ...] = ()
+    # Parameters the warmup never trains: taken from a warmup checkpoint that has them.
+    untrained_in_warmup: tuple[str, ...] = ()
 
     def __init__(self, cfg, num_classes: int):
         super().__init__()
@@ -88,11 +90,14 @@ class VideoModel(nn.Module):
 
     def load_warmup(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Start the sampling stage from a warmup checkpoint of the same model: everything but
-        `fresh_in_sampling` from it; any other difference is an error naming the keys."""
-        fresh = self.fresh_in_sampling
+        `fresh_in_sampling` from it, and `untrained_in_warmup` where the checkpoint has it (a
+        warmup built with another of those parts left them as they were built); any other
+        difference is an error naming the keys."""
+        fresh, untrained = self.fresh_in_sampling, self.untrained_in_warmup
         mine = {k: v for k, v in self.state_dict().items() if not (fresh and k.startswith(fresh))}
         theirs = {k: v for k, v in state_dict.items() if not (fresh and k.startswith(fresh))}
-        problems = [f"missing {k}" for k in mine if k not in theirs]
+        theirs = {k: v for k, v in theirs.items() if k in mine or not k.startswith(untrained)}
+        problems = [f"missing {k}" for k in mine if k not in theirs and not k.startswith(untrained)]
         problems += [f"unexpected {k}" for k in theirs if k not in mine]
         problems += [f"{k} has shape {tuple(v.shape)}, the model {tuple(mine[k].shape)}"
                      for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]

@@ -151,6 +151,7 @@ class S2DNet(VideoModel):
     """
 
     fresh_in_sampling = _SAMPLER_PARTS
+    untrained_in_warmup = _SAMPLER_PARTS
 
     def __init__(self, cfg, num_classes: int, pretrained: bool = True):
         super().__init__(cfg, num_classes)
