@@ -65,6 +65,8 @@ def test_evidence_loss_trains_only_the_sampler_and_only_in_the_sampling_stage():
     assert losses["loss_evidence"] > 0
     plain = _model()(frames, n_valid)
     assert "loss_evidence" not in plain
+    still = _model("S2D.EVIDENCE_LOSS_WEIGHT", "2", "S2D.TEMPORAL_SAMPLING", "False", "S2D.SPATIAL_SAMPLING", "False")
+    assert "loss_evidence" not in still(frames, n_valid)  # nothing to pull
     # The total is the plain loss plus the weighted term.
     without = {k: v for k, v in out.items() if k != "loss_evidence"}
     torch.testing.assert_close(losses["loss"], model.loss(without, labels)["loss"] + 2 * out["loss_evidence"])

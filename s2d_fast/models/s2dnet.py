@@ -394,7 +394,8 @@ class S2DNet(VideoModel):
 
         detail, placement = self._details(frames, n_valid, e, s, b)
         extra = {}
-        if self.evidence_weight and self.training and self.stage == "sampling":
+        if self.evidence_weight and self.training and self.stage == "sampling" and (
+                self.temporal_sampling or self.spatial_sampling):
             extra["loss_evidence"] = self._evidence_loss(e, z_s, n_valid, frames.shape[-2:], placement)
 
         # Detail network with the contextual feature m fused between stages and at the classifier.
