@@ -184,8 +184,7 @@ def block_for(frames: torch.Tensor) -> int:
 def frames_in_place(frames: torch.Tensor) -> torch.Tensor:
     """`frames` itself when each `(C, H, W)` frame is contiguous (a view that slices or steps
     over the clip or the batch is read where it is), else a contiguous copy."""
-    c, h, w = frames.shape[2:]
-    if frames.stride()[2:] == (h * w, w, 1) or frames[0, 0].is_contiguous():
+    if frames.numel() and frames[0, 0].is_contiguous():
         return frames
     return frames.contiguous()
 

@@ -23,9 +23,9 @@ from s2d_fast.data.lists import VideoRecord
 
 from .evaluate import load_for_eval
 from .runtime import autocast, inference_settings
+from .visualize import batch_figure, ranked, synopsis_ranking
 
 logger = logging.getLogger("s2d_fast")
-from .visualize import batch_figure, ranked, synopsis_ranking
 
 
 def read_video(cfg, path: str) -> tuple[torch.Tensor, int]:
