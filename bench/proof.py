@@ -109,7 +109,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     the top-1 (percent) of the videos where a detail frame shows the cue and of those where none
     does: the second says what the model can do without the detail."""
     meta = read_meta(resolve_dataset(cfg).root)
-    seed, size, length = meta["seed"], meta["frame_size"], meta["num_frames"]
+    seed, size, length, task = meta["seed"], meta["frame_size"], meta["num_frames"], meta["task"]
     loader = build_loader(cfg, "val")
     model, _ = load_for_eval(cfg, checkpoint, torch.device("cpu"))
     t, k = num_candidates(cfg), cfg.DNET.NUM_FRAMES
@@ -126,7 +126,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
                 positions = uniform_indices(batch["n_valid"], k).double()
             predicted = out["log_prob"].argmax(1)
             for i, index in enumerate(batch["index"].tolist()):
-                _, label, cue = render_video(seed, "val", index, frame_size=size, num_frames=length)
+                _, label, cue = render_video(seed, "val", index, task=task, frame_size=size, num_frames=length)
                 correct.append(int(predicted[i]) == label)
                 frames = candidate_frames[positions[i].round().long().clamp(0, t - 1).numpy()]
                 on = (frames >= cue["start"]) & (frames < cue["start"] + cue["length"])

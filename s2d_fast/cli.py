@@ -221,15 +221,19 @@ def prepare():
               help="Generator seed; the same seed writes the same data.")
 @click.option("--format", "fmt", type=click.Choice(CHOICES["SYNTHETIC.FORMAT"]), default=_DEFAULTS.SYNTHETIC.FORMAT,
               show_default=True, help="VP9 webm, H.264 mp4, or TSN-style JPEG frame folders.")
-def synthetic(out_dir, num_train, num_val, seed, fmt):
-    """Write the built-in details dataset: encoded videos and TSN list files.
+@click.option("--task", type=click.Choice(CHOICES["SYNTHETIC.TASK"]), default=_DEFAULTS.SYNTHETIC.TASK,
+              show_default=True, help="The generator: tiles (a striped tile shows briefly) or balls (a moving "
+              "ball lights up with a pattern).")
+def synthetic(out_dir, num_train, num_val, seed, fmt, task):
+    """Write a built-in details dataset: encoded videos and TSN list files.
 
-    Each video hides one small object, visible for a few frames at a random time and place,
-    among moving clutter; its colour gives its group, a fine pattern (rows, columns, checks) its class.
+    In each video one small object shows its colour (the group) and a fine pattern (the class)
+    for a few frames, at a random time and place, among moving clutter: a tile that appears
+    (tiles: rows, columns, checks) or a moving ball that lights up (balls: slash, backslash, rings).
     """
     from s2d_fast.data.synthetic import generate_synthetic
 
-    click.echo(f"wrote {generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt)}")
+    click.echo(f"wrote {generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt, task=task)}")
 
 
 prepare.add_command(prepare_frames, "frames")

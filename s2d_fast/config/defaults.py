@@ -89,7 +89,8 @@ _C.SYNTHETIC.NUM_TRAIN = 800  # training videos of the built-in dataset
 _C.SYNTHETIC.NUM_VAL = 200  # validation videos of the built-in dataset
 _C.SYNTHETIC.SEED = 0  # generator seed: the same seed writes the same videos
 _C.SYNTHETIC.FORMAT = "webm"  # webm (VP9) | mp4 (H.264) | frames (JPEG folders)
-_C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue tile stays 20-24 px whatever it is
+_C.SYNTHETIC.TASK = "tiles"  # the generator: tiles (a striped tile shows briefly) | balls (a moving ball lights up with a pattern)
+_C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue stays 28-32 px whatever it is
 _C.SYNTHETIC.NUM_FRAMES = 48  # frames per video (12 fps); the cue shows in 1/6 of them
 
 _C.SNET = CfgNode()
@@ -184,6 +185,7 @@ CHOICES = {
     "DATA.ON_BAD_SAMPLE": ("skip", "error"),
     "DATA.FLIP": ("auto", "on", "off"),
     "SYNTHETIC.FORMAT": ("webm", "mp4", "frames"),
+    "SYNTHETIC.TASK": ("tiles", "balls"),
     "SNET.ARCH": _BACKBONES,
     "DNET.ARCH": _BACKBONES,
     "S2D.SYNOPSIS_TARGET": ("prob", "mask"),

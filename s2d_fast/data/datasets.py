@@ -189,6 +189,7 @@ def class_names(cfg, num_classes: int, label_map: str | None = None) -> list[str
     if cfg.DATA.DATASET != "synthetic":
         return None
     listed = Path(cfg.DATA.ROOT).expanduser() / "classes.txt" if cfg.DATA.ROOT else None
-    names = read_class_names(listed) if listed is not None and listed.is_file() else list(synthetic.CLASSES)
+    names = (read_class_names(listed) if listed is not None and listed.is_file()
+             else list(synthetic.TASKS[cfg.SYNTHETIC.TASK]))
     # DATA.NUM_CLASS may have changed the count: then the names are not these classes'.
     return names if len(names) == num_classes else None

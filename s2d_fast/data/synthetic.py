@@ -1,6 +1,8 @@
-"""The built-in dataset: short videos whose class is decided by a detail.
+"""The built-in datasets: short videos whose class is decided by a detail.
 
-Each video shows cluttered, moving background (a panning colour gradient under two layers of
+Two generators (`SYNTHETIC.TASK`), each 12 classes = 4 colour groups x 3 fine patterns:
+
+`tiles` (the default). Each video shows cluttered, moving background (a panning colour gradient under two layers of
 small drifting blobs and strokes), a few distractor tiles, and one *cue* tile that is visible
 for only ~1/6 of the frames, at a random time and place, drifting slightly.
 
@@ -22,6 +24,14 @@ Class = group x detail, 12 classes (`CLASSES`, label = group * 3 + detail). A un
 of a few frames often misses the cue window; a synopsis at 1/4 resolution can tell the group
 (and so the top-k) but not the class; a detail network must look at the right frames, close
 up. `render_video` is a pure function of (seed, split, index) so tests can check the frames.
+
+`balls`: a task of another kind, so that a recipe is not tuned to one generator. A scrolling
+smooth-noise background with one layer of clutter; 4-7 balls bounce through the whole video at
+1-2.5 px a frame, all muted. For 1/6 of the frames one of them *lights up*: its fill turns
+saturated (the group: orange, lime, cyan, magenta) and a 2-px pattern shows inside it (the
+detail: diagonal stripes one way (`slash`) or the other (`backslash`), or concentric `rings`).
+No border marks it: the cue is an object seen all along that changes for a moment, moving ~10
+px while lit, where a tile appears from nowhere and nearly stands still.
 """
 
 from __future__ import annotations
@@ -79,6 +89,19 @@ GROUPS = {
 }
 DETAILS = ("rows", "columns", "checks")
 CLASSES = tuple(f"{group}-{detail}" for group in GROUPS for detail in DETAILS)
+
+# --- the balls task ---------------------------------------------------------------------------
+BALL_RADIUS = (14, 16)  # inclusive range: the tiles' 28-32 px side
+BALL_SPEED = (1.0, 2.5)  # px per frame, each ball's speed
+NUM_BALLS = (4, 7)  # balls per video, the one that lights up included
+BALL_GROUPS = {
+    "orange": ((250, 130, 10), (0, 0, 0)),
+    "lime": ((150, 230, 30), (0, 0, 0)),
+    "cyan": ((20, 200, 235), (0, 0, 0)),
+    "magenta": ((215, 35, 200), (255, 255, 255)),
+}
+BALL_DETAILS = ("slash", "backslash", "rings")
+BALL_CLASSES = tuple(f"{group}-{detail}" for group in BALL_GROUPS for detail in BALL_DETAILS)
 SPLITS = {"train": 0, "val": 1}
 
 FORMATS = CHOICES["SYNTHETIC.FORMAT"]
@@ -107,6 +130,25 @@ def _mark_mask(detail: str) -> np.ndarray:
 
 
 _MARKS = {detail: _mark_mask(detail) for detail in DETAILS}
+
+
+def _ball_mark_mask(detail: str) -> np.ndarray:
+    """The balls' patterns in a MARK_SPAN-wide disc (False outside it): diagonal stripes 3 px
+    wide along an axis (2.1 px across, the rows' period within 6%) or 2-px rings."""
+    yy, xx = np.mgrid[:MARK_SPAN, :MARK_SPAN]
+    r = np.hypot(yy - (MARK_SPAN - 1) / 2, xx - (MARK_SPAN - 1) / 2)
+    if detail == "slash":
+        ink = (xx + yy) // 3 % 2 == 0
+    elif detail == "backslash":
+        ink = (xx - yy + MARK_SPAN) // 3 % 2 == 0
+    elif detail == "rings":
+        ink = r // MARK_STROKE % 2 == 1
+    else:
+        raise ValueError(f"unknown detail {detail!r}")
+    return ink & (r <= MARK_SPAN / 2)
+
+
+_BALL_MARKS = {detail: _ball_mark_mask(detail) for detail in BALL_DETAILS}
 _GROUP_HUES = [colorsys.rgb_to_hsv(*(c / 255 for c in fill))[0] for fill, _ in GROUPS.values()]
 
 
@@ -179,19 +221,27 @@ def label_of(index: int) -> int:
 
 
 def render_video(
-    seed: int, split: str, index: int, *, frame_size: int = FRAME_SIZE, num_frames: int = NUM_FRAMES
+    seed: int, split: str, index: int, *, task: str = "tiles", frame_size: int = FRAME_SIZE,
+    num_frames: int = NUM_FRAMES,
 ) -> tuple[np.ndarray, int, dict]:
     """Frames `uint8 (F, H, W, 3)`, label and where the cue is: a pure function of its arguments.
 
-    `cue_info` holds `start` and `length` (frames), `boxes` (`(y, x, side)` of the tile in each of
-    those frames), `group`, `detail` and `class_name`.
+    `cue_info` holds `start` and `length` (frames), `boxes` (`(y, x, side)` of the cue's square
+    box in each of those frames), `group`, `detail` and `class_name`.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     rng = _video_rng(seed, split, index)
     label = label_of(index)
-    group, detail = CLASSES[label].split("-")
-    s, f = frame_size, num_frames
+    render, classes = _RENDERERS[task], TASKS[task]
+    group, detail = classes[label].split("-")
+    video, info = render(rng, group, detail, frame_size, num_frames)
+    return video, label, {**info, "group": group, "detail": detail, "class_name": classes[label]}
+
+
+def _render_tiles(rng: np.random.Generator, group: str, detail: str, s: int, f: int) -> tuple[np.ndarray, dict]:
     t = np.arange(f, dtype=np.float64)
 
     # Panning gradient between two muted colours.
@@ -250,9 +300,67 @@ def render_video(
             frame[y:y + side, x:x + side] = cue
 
     boxes = [(int(y), int(x), side) for y, x in cue_path.T]
-    info = {"start": start, "length": length, "boxes": boxes, "group": group, "detail": detail,
-            "class_name": CLASSES[label]}
-    return video, label, info
+    return video, {"start": start, "length": length, "boxes": boxes}
+
+
+def _noise_background(rng: np.random.Generator, s: int, f: int) -> np.ndarray:
+    """`(F, s, s, 3)`: a smooth field of muted colours (a 5x5 grid, bicubic), scrolling. The grid
+    is tiled before the resize, so the field repeats without a seam."""
+    grid = np.array([[_muted_colour(rng) for _ in range(5)] for _ in range(5)], np.uint8)
+    field = np.asarray(Image.fromarray(np.tile(grid, (2, 2, 1))).resize((2 * s, 2 * s), Image.BICUBIC))
+    v = rng.uniform(0.3, 1.0) * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+    offsets = np.mod(rng.uniform(0, s, 2)[:, None] + v[:, None] * np.arange(f), s).astype(int)
+    return np.stack([field[oy:oy + s, ox:ox + s] for oy, ox in offsets.T])
+
+
+def _disc(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[:2 * radius, :2 * radius] - (radius - 0.5)
+    return yy**2 + xx**2 <= radius**2
+
+
+def _lit_ball(rng: np.random.Generator, radius: int, group: str, detail: str) -> np.ndarray:
+    fill, ink = BALL_GROUPS[group]
+    ball = np.empty((2 * radius, 2 * radius, 3), np.uint8)
+    ball[:] = np.clip(np.array(fill) + rng.integers(-12, 13, 3), 0, 255)
+    lo = radius - MARK_SPAN // 2
+    ball[lo:lo + MARK_SPAN, lo:lo + MARK_SPAN][_BALL_MARKS[detail]] = ink
+    return ball
+
+
+def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: int) -> tuple[np.ndarray, dict]:
+    t = np.arange(f, dtype=np.float64)
+    video = _noise_background(rng, s, f)
+    rgb, alpha = _clutter_layer(rng, s)
+    v = rng.uniform(0.4, 1.6) * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+    offsets = np.mod(rng.uniform(0, s, 2)[:, None] + v[:, None] * t, s).round().astype(int) % s
+    margin = int(s * EDGE_MARGIN)
+    balls = []
+    for _ in range(int(rng.integers(NUM_BALLS[0], NUM_BALLS[1] + 1))):
+        radius = int(rng.integers(BALL_RADIUS[0], BALL_RADIUS[1] + 1))
+        speed, heading = rng.uniform(*BALL_SPEED), rng.uniform(0, 2 * np.pi)
+        low, high = margin, s - margin - 2 * radius
+        path = [_bounce(rng.uniform(low, high), speed * np.cos(heading), t, low, high),
+                _bounce(rng.uniform(low, high), speed * np.sin(heading), t, low, high)]
+        muted = np.array(_muted_colour(rng), np.uint8)
+        balls.append((radius, np.rint(path).astype(int), muted))
+    length = max(2, f // CUE_FRACTION)
+    start = int(rng.integers(0, f - length + 1))
+    radius, cue_path, _ = balls[0]  # the one that lights up, drawn last: never hidden
+    lit = _lit_ball(rng, radius, group, detail)
+    for i, frame in enumerate(video):
+        oy, ox = offsets[:, i]
+        np.copyto(frame, rgb[oy:oy + s, ox:ox + s], where=alpha[oy:oy + s, ox:ox + s])
+        for k, (r, path, muted) in enumerate(balls[::-1]):
+            y, x = path[:, i]
+            window = frame[y:y + 2 * r, x:x + 2 * r]
+            shown = lit if k == len(balls) - 1 and start <= i < start + length else muted
+            np.copyto(window, shown, where=_disc(r)[..., None])
+    boxes = [(int(cue_path[0, i]), int(cue_path[1, i]), 2 * radius) for i in range(start, start + length)]
+    return video, {"start": start, "length": length, "boxes": boxes}
+
+
+TASKS = {"tiles": CLASSES, "balls": BALL_CLASSES}  # SYNTHETIC.TASK: each generator's class names
+_RENDERERS = {"tiles": _render_tiles, "balls": _render_balls}
 
 
 def _write_frames(folder: Path, video: np.ndarray) -> None:
@@ -279,8 +387,8 @@ def _relative_path(split: str, index: int, fmt: str) -> str:
 
 
 def _make_one(job: tuple) -> tuple[str, int, str, int, int]:
-    root, seed, split, index, fmt, frame_size, num_frames = job
-    video, label, _ = render_video(seed, split, index, frame_size=frame_size, num_frames=num_frames)
+    root, seed, split, index, fmt, task, frame_size, num_frames = job
+    video, label, _ = render_video(seed, split, index, task=task, frame_size=frame_size, num_frames=num_frames)
     rel = _relative_path(split, index, fmt)
     if fmt == "frames":
         _write_frames(Path(root) / rel, video)
@@ -289,9 +397,10 @@ def _make_one(job: tuple) -> tuple[str, int, str, int, int]:
     return split, index, rel, len(video), label
 
 
-def _meta(num_train: int, num_val: int, seed: int, fmt: str, frame_size: int, num_frames: int) -> dict:
-    return {"version": VERSION, "num_train": num_train, "num_val": num_val, "seed": seed, "format": fmt,
-            "frame_size": frame_size, "num_frames": num_frames, "fps": FPS, "classes": list(CLASSES)}
+def _meta(num_train: int, num_val: int, seed: int, fmt: str, task: str, frame_size: int, num_frames: int) -> dict:
+    return {"version": VERSION, "task": task, "num_train": num_train, "num_val": num_val, "seed": seed,
+            "format": fmt, "frame_size": frame_size, "num_frames": num_frames, "fps": FPS,
+            "classes": list(TASKS[task])}
 
 
 def generate_synthetic(
@@ -303,6 +412,7 @@ def generate_synthetic(
     progress: bool = True,
     workers: int | None = None,
     *,
+    task: str = "tiles",
     frame_size: int = FRAME_SIZE,
     num_frames: int = NUM_FRAMES,
 ) -> Path:
@@ -316,6 +426,8 @@ def generate_synthetic(
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     if frame_size % 2 or frame_size < 48:  # yuv420p needs even sides; the tiles need room to move
         raise ValueError(f"frame_size must be an even number of at least 48; got {frame_size}")
     if num_frames < 2 * CUE_FRACTION:
@@ -327,10 +439,10 @@ def generate_synthetic(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        jobs = [(str(tmp), seed, split, i, fmt, frame_size, num_frames)
+        jobs = [(str(tmp), seed, split, i, fmt, task, frame_size, num_frames)
                 for split, n in (("train", num_train), ("val", num_val)) for i in range(n)]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-        bar = tqdm(total=len(jobs), desc=f"synthetic {fmt}", unit="video", disable=not progress)
+        bar = tqdm(total=len(jobs), desc=f"synthetic {task} {fmt}", unit="video", disable=not progress)
         rows: dict[str, list] = {"train": [], "val": []}
         # One worker runs in this process: no pool to start for a handful of videos (tests).
         with bar, (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
@@ -341,8 +453,8 @@ def generate_synthetic(
         for split, items in rows.items():
             lines = [f"{rel} {frames} {label}\n" for _, rel, frames, label in sorted(items)]
             (tmp / f"{split}.txt").write_text("".join(lines))
-        (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
-        meta = _meta(num_train, num_val, seed, fmt, frame_size, num_frames)
+        (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in TASKS[task]))
+        meta = _meta(num_train, num_val, seed, fmt, task, frame_size, num_frames)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if read_meta(out_dir) == meta:  # another process (a distributed rank) finished the same dataset first
             shutil.rmtree(tmp)
@@ -368,16 +480,20 @@ def _replace(new: Path, target: Path) -> None:
 def read_meta(root: str | os.PathLike) -> dict | None:
     """The generator parameters of a dataset folder, or None if it has none."""
     try:
-        return json.loads((Path(root) / "meta.json").read_text())
+        meta = json.loads((Path(root) / "meta.json").read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(meta, dict) and "task" not in meta:  # written before the balls task: the same tiles
+        meta = {**meta, "task": "tiles"}
+    return meta
 
 
 def _cache_root(cfg) -> tuple[Path, dict]:
     """Where DATA.CACHE_DIR keeps the built-in dataset of `cfg`, and the meta it must have."""
     syn = cfg.SYNTHETIC
-    meta = _meta(syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, syn.FRAME_SIZE, syn.NUM_FRAMES)
-    name = (f"synthetic-v{VERSION}-{syn.FORMAT}-seed{syn.SEED}-{syn.NUM_TRAIN}+{syn.NUM_VAL}"
+    meta = _meta(syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, syn.TASK, syn.FRAME_SIZE, syn.NUM_FRAMES)
+    task = "" if syn.TASK == "tiles" else f"-{syn.TASK}"  # the tiles' folders keep their names from before
+    name = (f"synthetic-v{VERSION}{task}-{syn.FORMAT}-seed{syn.SEED}-{syn.NUM_TRAIN}+{syn.NUM_VAL}"
             f"-{syn.FRAME_SIZE}px-{syn.NUM_FRAMES}f")
     return Path(cfg.DATA.CACHE_DIR).expanduser() / name, meta
 
@@ -394,6 +510,7 @@ def ensure_synthetic(cfg) -> Path:
     if read_meta(root) == meta:
         return root
     syn = cfg.SYNTHETIC
-    logger.info("generating the built-in synthetic dataset (%d videos) in %s", syn.NUM_TRAIN + syn.NUM_VAL, root)
+    logger.info("generating the built-in synthetic dataset (%s, %d videos) in %s", syn.TASK,
+                syn.NUM_TRAIN + syn.NUM_VAL, root)
     return generate_synthetic(root, syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, progress=True,
-                              frame_size=syn.FRAME_SIZE, num_frames=syn.NUM_FRAMES)
+                              task=syn.TASK, frame_size=syn.FRAME_SIZE, num_frames=syn.NUM_FRAMES)
