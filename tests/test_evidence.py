@@ -144,3 +144,30 @@ def test_a_warmup_with_another_f_theta_starts_the_trunk_sampling_stage():
     broken = {k: v for k, v in state.items() if not k.startswith("dnet.stem.")}
     with pytest.raises(ConfigError, match="missing dnet.stem"):
         _model("S2D.THETA", "trunk").load_warmup(broken)
+
+
+@pytest.mark.parametrize("scope", ["all", "sampler-apart"])
+def test_the_sampler_gradient_is_clipped_apart_from_the_networks(scope):
+    """TRAIN.CLIP_GRAD_SCOPE sampler-apart: a large f_theta gradient (the evidence loss') is
+    bounded on its own and leaves DNet's step as it was; clipped with it, DNet's shrinks."""
+    from s2d_fast.engine.trainer import clip_groups
+    from torch import nn
+
+    model = _model("S2D.EVIDENCE_LOSS_WEIGHT", "10")
+    sampler = {id(p) for p in model.sampler_parameters()}
+    assert sampler
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1.0 if id(p) in sampler else 1e-4)
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    groups = clip_groups(model, scope)
+    assert sorted(id(p) for g in groups for p in g) == sorted(id(p) for p in model.parameters())
+    for group in groups:
+        nn.utils.clip_grad_norm_(group, 20.0)
+    theta = torch.cat([p.grad.flatten() for p in model.parameters() if id(p) in sampler])
+    networks = [(n, p) for n, p in model.named_parameters() if id(p) not in sampler]
+    if scope == "sampler-apart":
+        assert len(groups) == 2 and theta.norm() == pytest.approx(20.0, rel=1e-4)
+        assert all(torch.equal(p.grad, before[n]) for n, p in networks)
+    else:
+        assert len(groups) == 1
+        assert all(torch.all(p.grad < before[n]) for n, p in networks)

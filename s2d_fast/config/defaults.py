@@ -30,6 +30,7 @@ _C.TRAIN.WARMUP_EPOCHS = 0  # authors schedule: epochs of linear ramp from WARMU
 _C.TRAIN.WARMUP_LR = 0.0  # authors schedule: the ramp's first rate, in BASE_LR's units (authors': 0.5e-8 per video)
 _C.TRAIN.LR_FLOOR = 0.01  # authors schedule: the cosine ends at this fraction of BASE_LR (authors': 0.01)
 _C.TRAIN.CLIP_GRAD_NORM = 20.0  # clip the global gradient norm to this; 0 disables
+_C.TRAIN.CLIP_GRAD_SCOPE = "all"  # all: one norm over every parameter (authors') | sampler-apart: f_theta's gradient clipped on its own, so its size never shrinks the networks' steps
 _C.TRAIN.RESUME = ""  # checkpoint to start from; sampling defaults to this run's warmup checkpoint
 _C.TRAIN.AUTO_RESUME = True  # continue from this stage's last checkpoint in OUTPUT_DIR if there is one
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # keep an epoch checkpoint every N epochs (besides last and best)
@@ -198,6 +199,7 @@ CHOICES = {
     "DIST.DEVICE": ("auto", "cpu"),
     "TRAIN.BATCH_SIZE_SCOPE": ("all", "process"),
     "TRAIN.BASE_LR_SCOPE": ("batch", "video"),
+    "TRAIN.CLIP_GRAD_SCOPE": ("all", "sampler-apart"),
     "TRAIN.PARAM_GROUPS": ("tsm", "authors"),
     "TRAIN.LR_SCHEDULE": ("cosine", "authors"),
     "DATA.CANDIDATES": ("segments", "all"),
