@@ -53,14 +53,14 @@ def test_recipes_differ_only_where_they_should():
 
 def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeypatch):
     out = tmp_path / "proof"
-    summary = proof.run_proof([0], out, _overrides(tiny_dataset))
+    summary = proof.run_proof([0], out / "tiles", _overrides(tiny_dataset))
     assert [row["recipe"] for row in summary["rows"]] == [r.name for r in proof.RECIPES]
     rows = {row["recipe"]: row for row in summary["rows"]}
     runs = {r["recipe"]: r for r in summary["runs"]}
     for name, row in rows.items():
         assert 0 <= row["top1_mean"] <= 100 and row["top1_per_seed"] == [runs[name]["top1"]]
         assert row["gflops_per_video"] > 0
-        assert (out / "seed0" / name / "result.json").is_file()
+        assert (out / "tiles" / "seed0" / name / "result.json").is_file()
     # Every override said TRAIN.EPOCHS 1: a sampling row counts its warmup's epoch and minutes,
     # the warmup its synopsis network's; the synopsis network's epochs are counted apart.
     assert rows["uniform"]["epochs"] == rows["synopsis"]["epochs"] == rows["s2dnet-warmup"]["epochs"] == 1
@@ -68,14 +68,14 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert rows["uniform"]["snet_pretrain_epochs"] == rows["synopsis"]["snet_pretrain_epochs"] == 0
     assert rows["s2dnet-warmup"]["snet_pretrain_epochs"] == rows["s2dnet"]["snet_pretrain_epochs"] == 1
     assert runs["s2dnet"]["train_minutes"] > runs["s2dnet-warmup"]["train_minutes"] > runs["synopsis"]["train_minutes"]
-    synopsis = out / "seed0" / "synopsis" / "checkpoints" / "warmup-last.pt"
+    synopsis = out / "tiles" / "seed0" / "synopsis" / "checkpoints" / "warmup-last.pt"
     assert f"SNet starts from the plain TSM of s2d-fast checkpoint {synopsis}" in (
-        out / "seed0" / "s2dnet-warmup" / "log_warmup.txt").read_text()
+        out / "tiles" / "seed0" / "s2dnet-warmup" / "log_warmup.txt").read_text()
     # S2DNet costs more than the uniform baseline's DNet alone; the sampling rows start from the warmup.
     assert rows["s2dnet"]["gflops_per_video"] > rows["uniform"]["gflops_per_video"]
-    warmup = out / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
+    warmup = out / "tiles" / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
     for name in ("s2dnet", "temporal-only", "spatial-only"):
-        assert f"loaded {warmup}" in (out / "seed0" / name / "log_sampling.txt").read_text()
+        assert f"loaded {warmup}" in (out / "tiles" / "seed0" / name / "log_sampling.txt").read_text()
     differences = {(d["recipe"], d["against"]): d for d in summary["differences"]}
     assert set(differences) == set(proof.COMPARISONS)
     for (a, b), d in differences.items():  # one seed: the difference of the two top-1s, on the same videos
@@ -96,20 +96,23 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     def no_training(cfg):
         raise AssertionError("trained again")
 
-    old = out / "seed0" / "s2dnet" / "result.json"
+    old = out / "tiles" / "seed0" / "s2dnet" / "result.json"
     looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed")
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
     monkeypatch.setattr("s2d_fast.bench.proof.train", no_training)
-    result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), *_overrides(tiny_dataset)])
+    result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(out), "--tasks", "tiles",
+                                                              *_overrides(tiny_dataset)])
     assert result.exit_code == 0, result.output
     assert "| s2dnet | S2DNet, warmup then sampling |" in result.output
     assert "- s2dnet minus s2dnet-warmup: " in result.output
-    written = json.loads((out / "proof.json").read_text())
+    written = json.loads((out / "tiles" / "proof.json").read_text())
     assert written["rows"] == json.loads(json.dumps(summary["rows"]))
+    assert json.loads((out / "proof.json").read_text())["tasks"]["tiles"]["rows"] == written["rows"]
     assert json.loads(old.read_text())["cue_hit"] == runs["s2dnet"]["cue_hit"]
-    assert (out / "proof.md").read_text() == proof.format_markdown(summary)
+    assert (out / "tiles" / "proof.md").read_text() == proof.format_markdown(summary)
+    assert (out / "proof.md").read_text() == "### tiles\n\n" + proof.format_markdown(summary)
 
 
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
@@ -127,6 +130,18 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
         proof.run_proof([0], tmp_path, ["TRAIN.EPOCH", "3"], ["uniform"])
     result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "zero", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--seeds takes comma-separated integers; got 'zero'" in result.output
+    with pytest.raises(click.UsageError, match="unknown task 'squares'; tasks: tiles, balls"):
+        proof.run_tasks(["squares"], [0], tmp_path, [])
+    with pytest.raises(click.UsageError, match="choose the built-in tasks with --tasks, not SYNTHETIC.TASK"):
+        proof.run_tasks(["tiles"], [0], tmp_path, ["SYNTHETIC.TASK", "balls"])
+
+
+def test_a_dataset_folder_must_hold_the_task(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("s2d_fast.bench.proof.train", lambda cfg: pytest.fail("trained"))
+    result = CliRunner().invoke(proof.bench_proof_command, ["--seeds", "0", "--out", str(tmp_path), "--tasks", "balls",
+                                                            *_overrides(tiny_dataset)])
+    assert result.exit_code == 2
+    assert f"DATA.ROOT {tiny_dataset} holds the tiles task, not balls (--tasks)" in result.output
 
 
 def _checkpoint(cfg, path, space_bias=None):
