@@ -117,13 +117,14 @@ def test_the_zoom_target_is_zero_at_that_zoom(parameterisation):
     c = model.snet.num_features
     e = _feature_map(1, 4, c, 2, 2, [(0, 0, 0)])
     z_s = torch.zeros(1, 6)
-    _, _, xy = model.evidence(e, z_s, torch.tensor([12]), (48, 48))
+    evidence = model.evidence(e, z_s, torch.tensor([12]), (48, 48))
+    xy = evidence[2]
     s = model.dnet_size
     identity = 48 / (s - 1 if parameterisation == "authors" else s)
     placement = {"centers": xy[:, None, :].expand(1, 4, 2), "strides": torch.full((1, 4, 2), identity / 2)}
-    assert model._evidence_loss(e, z_s, torch.tensor([12]), (48, 48), placement).item() == pytest.approx(0, abs=1e-6)
+    assert model._evidence_loss(evidence, torch.tensor([12]), (48, 48), placement).item() == pytest.approx(0, abs=1e-6)
     placement["strides"] = torch.full((1, 4, 2), identity)  # the identity: log 2 away
-    loss = model._evidence_loss(e, z_s, torch.tensor([12]), (48, 48), placement).item()
+    loss = model._evidence_loss(evidence, torch.tensor([12]), (48, 48), placement).item()
     assert loss == pytest.approx(torch.log(torch.tensor(2.0)).item() - 0.025, abs=1e-5)
 
 
@@ -171,3 +172,63 @@ def test_the_sampler_gradient_is_clipped_apart_from_the_networks(scope):
     else:
         assert len(groups) == 1
         assert all(torch.all(p.grad < before[n]) for n, p in networks)
+
+
+@pytest.mark.parametrize("param", ["exp", "bounded"])
+def test_the_anchor_parameters_map_back_to_the_anchor(param):
+    from s2d_fast.models.sampler import spatial_parameters, spatial_positions, temporal_parameters, temporal_positions
+
+    n_valid = torch.tensor([16, 11, 16])
+    center, stride = torch.tensor([6.5, 2.0, 12.5]), torch.tensor([1.0, 0.5, 1.5])
+    dt_lt = temporal_parameters(center, stride, n_valid, 4, 1.0, param)
+    _, c, d = temporal_positions(dt_lt[:, 0], dt_lt[:, 1], n_valid, 4, 1.0, param)
+    assert torch.allclose(c, center, atol=1e-4) and torch.allclose(d, stride, atol=1e-4)
+    x = torch.tensor([3.0, 55.5, 100.0])
+    d_, l_ = spatial_parameters(x, 1.5, 112, param)
+    cx, sx = spatial_positions(d_, l_, 112, 96, param)
+    assert torch.allclose(cx, x, atol=1e-3) and torch.allclose(sx, torch.full_like(x, 112 / 96 / 1.5), atol=1e-5)
+
+
+def test_saliency_evidence_finds_the_most_salient_frame_and_point():
+    model = _model("S2D.EVIDENCE_MAP", "saliency", "S2D.SAMPLER_ANCHOR", "evidence")
+    saliency = torch.zeros(2, 4, 32, 32)  # SNet's 4 frames of 32 px
+    saliency[0, 2, 8, 24] = 5.0  # video 0: frame 2, its next neighbour more salient than the one before
+    saliency[0, 3, 0, 0], saliency[0, 1, 0, 0] = 2.0, 1.0
+    saliency[1, 0, 31, 0] = 5.0  # video 1: the first frame, so the comb leans on the second
+    n_valid = torch.tensor([12, 8])
+    center, stride, xy = model._saliency_evidence(saliency, n_valid, (48, 48))
+    index = uniform_indices(n_valid, 4).float()
+    assert center.tolist() == [index[0, 2].item() + 0.5, index[1, 0].item() + 0.5]
+    assert stride.tolist() == [1.0, 1.0]
+    assert xy.tolist() == [[24.5 * 1.5 - 0.5, 8.5 * 1.5 - 0.5], [0.5 * 1.5 - 0.5, 31.5 * 1.5 - 0.5]]
+
+
+def test_an_anchored_sampler_starts_where_the_evidence_is(monkeypatch):
+    """S2D.SAMPLER_ANCHOR evidence: with f_theta's zero heads, the comb's centre and stride and
+    every window are SNet's evidence, at S2D.EVIDENCE_ZOOM; the saliency works in evaluation."""
+    model = _model("S2D.EVIDENCE_MAP", "saliency", "S2D.SAMPLER_ANCHOR", "evidence", "S2D.EVIDENCE_ZOOM", "2")
+    frames, n_valid, _ = batch()
+    seen = {}
+
+    def evidence(e, z_s, n, hw, saliency):
+        assert saliency is not None and saliency.shape == (2, 4, 32, 32) and saliency.abs().sum() > 0
+        seen["evidence"] = (torch.tensor([5.5, 3.5]), torch.tensor([1.0, 1.0]), torch.tensor([[10.0, 30.0], [40.0, 6.0]]))
+        return seen["evidence"]
+
+    monkeypatch.setattr(model, "evidence", evidence)
+    model.eval()
+    with torch.no_grad():
+        out = model(frames, n_valid)
+    assert torch.allclose(out["t_center"], torch.tensor([5.5, 3.5]), atol=1e-4)
+    assert torch.allclose(out["t_stride"], torch.tensor([1.0, 1.0]), atol=1e-4)
+    assert torch.allclose(out["centers"], seen["evidence"][2][:, None, :].expand(2, 4, 2), atol=1e-3)
+    assert torch.allclose(out["strides"], torch.full((2, 4, 2), 48 / 32 / 2), atol=1e-5)
+    model.train()
+    out = model(frames, n_valid)  # training: SNet's graph kept for the loss after the saliency's backward
+    model.loss(out, torch.tensor([1, 4]))["loss"].backward()
+    assert model.snet.fc.weight.grad is not None
+
+
+def test_the_anchor_needs_the_s2d_fast_parameterisation():
+    with pytest.raises(ConfigError, match="S2D.SAMPLER_ANCHOR evidence moves the s2d-fast sampler's parameters"):
+        load_config(None, SMALL + ["S2D.SAMPLER_ANCHOR", "evidence", "S2D.PARAMETERISATION", "authors"])

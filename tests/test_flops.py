@@ -96,3 +96,18 @@ def test_fvcore_counts_an_s2d_fast_backbone_as_it_is():
     assert plain.unsupported_ops()["s2d_fast::temporal_shift"] == 16  # every bottleneck shifts
     counted = count_flops(net, (x,))
     assert counted.total() == plain.total() and "s2d_fast::temporal_shift" not in counted.unsupported_ops()
+
+
+def test_a_sampler_steered_by_snet_saliency_counts_its_backward_pass():
+    """S2D.SAMPLER_ANCHOR evidence with S2D.EVIDENCE_MAP saliency runs SNet backward to its input
+    at inference: the table adds it as one SNet forward, and the total and the proof's GFLOPs
+    include it."""
+    from s2d_fast.models.flops import config_gflops
+
+    plain = load_config(None, SMALL)
+    steered = load_config(None, SMALL + ["S2D.SAMPLER_ANCHOR", "evidence", "S2D.EVIDENCE_MAP", "saliency"])
+    rows = {r["part"]: r for r in flops_report(steered, num_classes=5)["components"]}
+    assert rows["saliency"]["gflops"] == pytest.approx(rows["snet"]["gflops"]) and rows["snet"]["gflops"] > 0
+    assert "saliency" not in {r["part"] for r in flops_report(plain, num_classes=5)["components"]}
+    extra = config_gflops(steered, 5) - config_gflops(plain, 5)
+    assert extra == pytest.approx(rows["saliency"]["gflops"], rel=0.05)

@@ -146,8 +146,13 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"S2D.EVIDENCE_ZOOM must be >= 0 (0: no scale target), got {cfg.S2D.EVIDENCE_ZOOM}")
     if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
         raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
-    if cfg.S2D.EVIDENCE_LOSS_WEIGHT and cfg.SNET.TEMPORAL_POOL:
-        raise ConfigError("S2D.EVIDENCE_LOSS_WEIGHT reads SNet's map frame by frame: set SNET.TEMPORAL_POOL False")
+    evidence_used = cfg.S2D.EVIDENCE_LOSS_WEIGHT or cfg.S2D.SAMPLER_ANCHOR == "evidence"
+    if evidence_used and cfg.SNET.TEMPORAL_POOL:
+        raise ConfigError("SNet's evidence (S2D.EVIDENCE_LOSS_WEIGHT, S2D.SAMPLER_ANCHOR evidence) reads its map "
+                          "frame by frame: set SNET.TEMPORAL_POOL False")
+    if cfg.S2D.SAMPLER_ANCHOR == "evidence" and cfg.S2D.PARAMETERISATION != "s2d-fast":
+        raise ConfigError("S2D.SAMPLER_ANCHOR evidence moves the s2d-fast sampler's parameters: "
+                          "set S2D.PARAMETERISATION s2d-fast")
 
 
 def read_flip_label_map(path: str) -> dict[int, int]:

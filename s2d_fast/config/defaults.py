@@ -161,6 +161,8 @@ _C.S2D.SAMPLER_LR_RATIO = 1.0  # sampling stage: f_theta's learning rate over TR
 _C.S2D.EVIDENCE_LOSS_WEIGHT = 0.0  # sampling stage: weight of a loss pulling f_theta's placement onto where SNet's class activation map shows its top class (ours; 0: off)
 _C.S2D.EVIDENCE_TEMPERATURE = 1.0  # softmax temperature over that map's logits, over SNet's frames and over its positions
 _C.S2D.EVIDENCE_ZOOM = 0.0  # the zoom (identity stride over the window's) that loss also pulls each window to; 0: the scale is left to the task loss
+_C.S2D.EVIDENCE_MAP = "cam"  # the evidence's map: cam (SNet's class activation map, its h x w cells) | saliency (|gradient x input| of SNet's top class on its input frames; ours)
+_C.S2D.SAMPLER_ANCHOR = "identity"  # what f_theta's outputs move the sampler from: identity (uniform whole frames, the paper's) | evidence (where SNet's evidence is, at EVIDENCE_ZOOM; ours)
 _C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
 _C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
 _C.S2D.SNET_LR_RATIO = 1.0  # sampling stage: SNet's learning rate over TRAIN.BASE_LR; 0 freezes it
@@ -210,6 +212,8 @@ CHOICES = {
     "S2D.THETA": ("conv3d", "trunk"),
     "S2D.PARAMETERISATION": ("s2d-fast", "authors"),
     "S2D.WARMUP_WINDOW": ("whole", "center"),
+    "S2D.EVIDENCE_MAP": ("cam", "saliency"),
+    "S2D.SAMPLER_ANCHOR": ("identity", "evidence"),
     "S2D.PREDICTION": ("masked", "logits"),
 }
 

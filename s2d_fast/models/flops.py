@@ -131,6 +131,7 @@ def _s2d_rows(cfg, model: S2DNet, analysis: FlopCountAnalysis) -> list[dict]:
         flops[part] += by_module[name]
         params[part] += _params(child)
     flops["snet_input"] = analysis.total() - sum(flops.values())
+    flops["saliency"] = saliency_flops(model, analysis)
     snet, dnet = cfg.SNET, cfg.DNET
     names = {
         "snet": f"SNet (TSM-{snet.ARCH} {snet.NUM_FRAMES}x{snet.INPUT_SIZE})",
@@ -139,8 +140,10 @@ def _s2d_rows(cfg, model: S2DNet, analysis: FlopCountAnalysis) -> list[dict]:
         "f_m": "f_m (context, fusion, classifier on [m, s])",
         "dnet": f"DNet (TSM-{dnet.ARCH} {dnet.NUM_FRAMES}x{dnet.INPUT_SIZE})",
         "snet_input": "SNet input (uniform frames, resize)",
+        "saliency": "saliency (SNet's backward to its input, as one SNet forward)",
     }
-    return [_row(part, names[part], flops[part], params[part]) for part in names]
+    return [_row(part, names[part], flops[part], params[part]) for part in names
+            if part != "saliency" or flops[part]]
 
 
 def _inputs(cfg, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,11 +152,23 @@ def _inputs(cfg, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(1, t, 3, size, size, dtype=torch.uint8, device=device), torch.tensor([t], device=device)
 
 
+def saliency_flops(model: nn.Module, analysis: FlopCountAnalysis) -> float:
+    """S2D.EVIDENCE_MAP saliency steering the sampler (S2D.SAMPLER_ANCHOR evidence) runs SNet
+    backward to its input at inference too. The trace skips that pass (a traced graph holds no
+    autograd call); it costs about one SNet forward (the input gradients' convolutions, without
+    the weights'), counted as such."""
+    if not (isinstance(model, S2DNet) and model.stage == "sampling" and model.anchored
+            and model.evidence_map == "saliency"):
+        return 0.0
+    return float(analysis.by_module()["snet"])
+
+
 def gflops_per_video(model: nn.Module, cfg) -> float:
     """GFLOPs of one video through `model` as it is (its stage, its weights), on inputs shaped as
     `cfg`'s candidates; the model is left in eval mode."""
     device = next(model.parameters()).device
-    return count_flops(model, _inputs(cfg, device)).total() / 1e9
+    analysis = count_flops(model, _inputs(cfg, device))
+    return (analysis.total() + saliency_flops(model, analysis)) / 1e9
 
 
 def _trained_form(cfg, num_classes: int) -> nn.Module:
@@ -194,7 +209,7 @@ def flops_report(cfg, num_classes: int, classes_from: str = "given") -> dict:
         analysis = count_flops(model, _inputs(cfg))
         analyses.append(analysis)
         components = _s2d_rows(cfg, model, analysis)
-        total = _row("total", "S2DNet total", analysis.total(), _params(model))
+        total = _row("total", "S2DNet total", analysis.total() + saliency_flops(model, analysis), _params(model))
 
     uniform_cfg = cfg.clone()
     uniform_cfg.defrost()

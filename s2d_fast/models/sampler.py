@@ -130,6 +130,35 @@ def temporal_taps(
     return torch.minimum(index.clamp(min=0), last).to(torch.int64), weight
 
 
+def inverse_stride_scale(scale: torch.Tensor, param: str) -> torch.Tensor:
+    """The `l` with `stride_scale(l, param) == scale`, `scale` clamped into what it can reach."""
+    if param == "bounded":
+        half = (scale / 2).clamp(1e-4, 1 - 1e-4)
+        return torch.log(half / (1 - half))
+    return torch.log(scale.clamp(min=1e-12)).clamp(-MAX_LOG_STRIDE, MAX_LOG_STRIDE)
+
+
+def _inverse_tanh_offset(offset: torch.Tensor) -> torch.Tensor:
+    return torch.atanh(offset.clamp(-0.995, 0.995))  # the edges themselves are out of tanh's reach
+
+
+def temporal_parameters(center: torch.Tensor, stride: torch.Tensor, n_valid: torch.Tensor, k: int,
+                        stride_ratio: float = 1.0, param: str = "exp") -> torch.Tensor:
+    """`(dt, lt)` `(B, 2)` that `temporal_positions` maps to this centre and stride (candidates)."""
+    n = n_valid.to(center.dtype).clamp(min=1)
+    segment = n / k
+    identity = (k - 1) / 2 * segment + torch.floor(segment / 2)
+    dt = _inverse_tanh_offset((center - identity) / ((n - 1) / 2).clamp(min=0.5))
+    return torch.stack([dt, inverse_stride_scale(stride / (stride_ratio * segment), param)], dim=-1)
+
+
+def spatial_parameters(center: torch.Tensor, zoom: float, size: int, param: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
+    """`(d, l)` that `spatial_positions` maps to this window centre (pixels) at `zoom` over the identity."""
+    half = (size - 1) / 2
+    l = inverse_stride_scale(torch.full_like(center, 1 / zoom), param)
+    return _inverse_tanh_offset((center - half) / half), l
+
+
 def spatial_positions(
     d: torch.Tensor, l: torch.Tensor, size: int, out_size: int, param: str = "exp"
 ) -> tuple[torch.Tensor, torch.Tensor]:
