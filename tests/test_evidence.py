@@ -232,3 +232,21 @@ def test_an_anchored_sampler_starts_where_the_evidence_is(monkeypatch):
 def test_the_anchor_needs_the_s2d_fast_parameterisation():
     with pytest.raises(ConfigError, match="S2D.SAMPLER_ANCHOR evidence moves the s2d-fast sampler's parameters"):
         load_config(None, SMALL + ["S2D.SAMPLER_ANCHOR", "evidence", "S2D.PARAMETERISATION", "authors"])
+
+
+def test_a_warmup_at_the_evidence_trains_dnet_on_the_windows_the_sampler_will_start_from(monkeypatch):
+    """S2D.WARMUP_WINDOW evidence: the warmup's sampling (f_theta untrained) is SNet's evidence
+    placement, the same one S2D.SAMPLER_ANCHOR evidence starts the sampling stage from."""
+    fixed = (torch.tensor([4.5, 2.5]), torch.tensor([1.0, 1.0]), torch.tensor([[12.0, 20.0], [30.0, 8.0]]))
+    outs = {}
+    for stage, window, anchor in (("warmup", "evidence", "identity"), ("sampling", "whole", "evidence")):
+        model = _model("S2D.EVIDENCE_MAP", "saliency", "S2D.WARMUP_WINDOW", window, "S2D.SAMPLER_ANCHOR", anchor,
+                       "S2D.EVIDENCE_ZOOM", "1.5")
+        model.set_stage(stage)
+        monkeypatch.setattr(model, "evidence", lambda *args: fixed)
+        outs[stage] = model(*batch()[:2])
+    for key in ("t_positions", "centers", "strides"):
+        assert torch.allclose(outs["warmup"][key], outs["sampling"][key], atol=1e-4)
+    assert torch.allclose(outs["warmup"]["strides"], torch.full((2, 4, 2), 48 / 32 / 1.5), atol=1e-5)
+    with pytest.raises(ConfigError, match="S2D.WARMUP_WINDOW evidence moves the s2d-fast sampler's parameters"):
+        load_config(None, SMALL + ["S2D.WARMUP_WINDOW", "evidence", "S2D.PARAMETERISATION", "authors"])

@@ -146,12 +146,12 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"S2D.EVIDENCE_ZOOM must be >= 0 (0: no scale target), got {cfg.S2D.EVIDENCE_ZOOM}")
     if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
         raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
-    evidence_used = cfg.S2D.EVIDENCE_LOSS_WEIGHT or cfg.S2D.SAMPLER_ANCHOR == "evidence"
-    if evidence_used and cfg.SNET.TEMPORAL_POOL:
-        raise ConfigError("SNet's evidence (S2D.EVIDENCE_LOSS_WEIGHT, S2D.SAMPLER_ANCHOR evidence) reads its map "
-                          "frame by frame: set SNET.TEMPORAL_POOL False")
-    if cfg.S2D.SAMPLER_ANCHOR == "evidence" and cfg.S2D.PARAMETERISATION != "s2d-fast":
-        raise ConfigError("S2D.SAMPLER_ANCHOR evidence moves the s2d-fast sampler's parameters: "
+    placed = [f"S2D.{key}" for key in ("SAMPLER_ANCHOR", "WARMUP_WINDOW") if cfg.S2D[key] == "evidence"]
+    if (cfg.S2D.EVIDENCE_LOSS_WEIGHT or placed) and cfg.SNET.TEMPORAL_POOL:
+        raise ConfigError("SNet's evidence (S2D.EVIDENCE_LOSS_WEIGHT, S2D.SAMPLER_ANCHOR / S2D.WARMUP_WINDOW evidence) "
+                          "reads its map frame by frame: set SNET.TEMPORAL_POOL False")
+    if placed and cfg.S2D.PARAMETERISATION != "s2d-fast":
+        raise ConfigError(f"{placed[0]} evidence moves the s2d-fast sampler's parameters: "
                           "set S2D.PARAMETERISATION s2d-fast")
 
 

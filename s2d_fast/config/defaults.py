@@ -147,7 +147,7 @@ _C.S2D.SPATIAL_METHOD = "gaussian"  # gaussian filter banks | bilinear (grid_sam
 _C.S2D.PREDICT_SIGMA = False  # f_theta also predicts log-sigmas (False: the fixed sigmas below)
 _C.S2D.STRIDE_PARAM = "exp"  # stride = identity stride * exp(l) | * 2 sigmoid(l) (bounded)
 _C.S2D.PARAMETERISATION = "s2d-fast"  # s2d-fast: identity on TSN's frames, clamped, softmax | authors: centres (n-1)/2, strides n/(K-1) and W/(S-1), Gaussians with the 1e-7 floor
-_C.S2D.WARMUP_WINDOW = "whole"  # warmup's fixed spatial sampling: whole frame (identity) | center: the central S pixels at stride 1 (authors')
+_C.S2D.WARMUP_WINDOW = "whole"  # warmup's fixed spatial sampling: whole frame (identity) | center: the central S pixels at stride 1 (authors') | evidence: comb and windows where SNet's evidence is (EVIDENCE_MAP, EVIDENCE_ZOOM; ours)
 _C.S2D.TEMPORAL_STRIDE_RATIO = 1.0  # r_t: initial temporal stride as a fraction of n/K
 _C.S2D.TEMPORAL_SIGMA = 0.5  # std of the temporal Gaussian, in candidate frames (authors': 1, MANUAL_T_SIGMA is its square)
 _C.S2D.SPATIAL_SIGMA = 0.5  # s2d-fast: blur std = SPATIAL_SIGMA * sqrt(stride^2 - 1) px | authors: the std itself (1, MANUAL_S_SIGMA)
@@ -211,7 +211,7 @@ CHOICES = {
     "S2D.CLASSIFIER": ("tsm", "authors"),
     "S2D.THETA": ("conv3d", "trunk"),
     "S2D.PARAMETERISATION": ("s2d-fast", "authors"),
-    "S2D.WARMUP_WINDOW": ("whole", "center"),
+    "S2D.WARMUP_WINDOW": ("whole", "center", "evidence"),
     "S2D.EVIDENCE_MAP": ("cam", "saliency"),
     "S2D.SAMPLER_ANCHOR": ("identity", "evidence"),
     "S2D.PREDICTION": ("masked", "logits"),

@@ -178,6 +178,7 @@ class S2DNet(VideoModel):
         self.evidence_zoom = s2d.EVIDENCE_ZOOM
         self.evidence_map = s2d.EVIDENCE_MAP
         self.anchored = s2d.SAMPLER_ANCHOR == "evidence"
+        self.warmup_at_evidence = s2d.WARMUP_WINDOW == "evidence"
         # The window's stride at the identity, over the frame's side: the sampler's formulas.
         self.identity_stride = 1 / (self.dnet_size - 1 if s2d.PARAMETERISATION == "authors" else self.dnet_size)
 
@@ -305,10 +306,10 @@ class S2DNet(VideoModel):
         """SNet's features and logits, and its saliency: `|gradient x input|` of the top class's
         logit over SNet's input frames, summed over colour and box-smoothed over a seventh of
         the side, `(B, T_s, H, W)`. A low-resolution network's saliency to steer where a sampler
-        looks closer, as in Recasens et al. 2018 ("Learning to Zoom"). On the built-in tiles it
-        puts a 1.5x window on the cue's centre in 89% of validation videos, where the class
-        activation map of SNet's 2x2 feature map does in 79% (bench/RESULTS.md). Costs a
-        backward pass through SNet, also at inference."""
+        looks closer, as in Recasens et al. 2018 ("Learning to Zoom"). On the built-in tiles the
+        sampler anchored there holds the cue's centre in 90% of its 1.5x windows on cue frames,
+        where f_theta pulled toward the class activation map of SNet's 2x2 feature map holds it
+        in 71% (bench/RESULTS.md). Costs a backward pass through SNet, also at inference."""
         x_s = x_s.detach().requires_grad_()
         with torch.enable_grad():
             e = self.snet.forward_features(x_s)
@@ -452,7 +453,8 @@ class S2DNet(VideoModel):
                     time_params = self._offset(time_params, time_anchor)
                 if self.spatial_sampling:
                     space_params = self._offset(space_params, space_anchor[:, None, :])
-            return self.sampler(frames, n_valid, time_params, space_params, fixed=self.stage == "warmup")
+            fixed = self.stage == "warmup" and evidence is None
+            return self.sampler(frames, n_valid, time_params, space_params, fixed=fixed)
 
     def forward(self, frames: torch.Tensor, n_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         b = frames.shape[0]
@@ -461,7 +463,10 @@ class S2DNet(VideoModel):
                                   self.snet_resize)
         samples = self.stage == "sampling" and (self.temporal_sampling or self.spatial_sampling)
         evidence_loss = bool(self.evidence_weight) and self.training and samples
-        wants_evidence = samples and (self.anchored or evidence_loss)
+        # The sampler placed at SNet's evidence: f_theta's start in the sampling stage, or the
+        # warmup's whole sampling (S2D.WARMUP_WINDOW evidence), so DNet learns on such windows.
+        at_evidence = (samples and self.anchored) or (self.stage == "warmup" and self.warmup_at_evidence)
+        wants_evidence = evidence_loss or at_evidence
         if wants_evidence and self.evidence_map == "saliency" and not torch.jit.is_tracing():  # flops.saliency_flops
             e, z_s, saliency = self._snet_with_saliency(x_s)
         else:
@@ -475,7 +480,7 @@ class S2DNet(VideoModel):
         if wants_evidence:
             with torch.no_grad():
                 evidence = self.evidence(e, z_s, n_valid, frames.shape[-2:], saliency)
-        detail, placement = self._details(frames, n_valid, e, s, b, evidence if self.anchored else None)
+        detail, placement = self._details(frames, n_valid, e, s, b, evidence if at_evidence else None)
         extra = {}
         if evidence_loss:
             extra["loss_evidence"] = self._evidence_loss(evidence, n_valid, frames.shape[-2:], placement)
