@@ -153,12 +153,13 @@ def _inputs(cfg, device=None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def saliency_flops(model: nn.Module, analysis: FlopCountAnalysis) -> float:
-    """S2D.EVIDENCE_MAP saliency steering the sampler (S2D.SAMPLER_ANCHOR evidence) runs SNet
+    """S2D.EVIDENCE_MAP saliency steering the sampler (S2D.SAMPLER_ANCHOR or WARMUP_WINDOW evidence) runs SNet
     backward to its input at inference too. The trace skips that pass (a traced graph holds no
     autograd call); it costs about one SNet forward (the input gradients' convolutions, without
     the weights'), counted as such."""
-    if not (isinstance(model, S2DNet) and model.stage == "sampling" and model.anchored
-            and model.evidence_map == "saliency"):
+    placed = isinstance(model, S2DNet) and (
+        (model.stage == "sampling" and model.anchored) or (model.stage == "warmup" and model.warmup_at_evidence))
+    if not (placed and model.evidence_map == "saliency"):
         return 0.0
     return float(analysis.by_module()["snet"])
 
