@@ -250,3 +250,25 @@ def test_a_warmup_at_the_evidence_trains_dnet_on_the_windows_the_sampler_will_st
     assert torch.allclose(outs["warmup"]["strides"], torch.full((2, 4, 2), 48 / 32 / 1.5), atol=1e-5)
     with pytest.raises(ConfigError, match="S2D.WARMUP_WINDOW evidence moves the s2d-fast sampler's parameters"):
         load_config(None, SMALL + ["S2D.WARMUP_WINDOW", "evidence", "S2D.PARAMETERISATION", "authors"])
+
+
+@pytest.mark.parametrize("learns", ["time", "space"])
+def test_an_ablation_keeps_the_axis_it_does_not_learn_at_the_anchor(monkeypatch, learns):
+    """temporal-only / spatial-only from an anchored warmup: f_theta learns one axis; the other
+    stays where the warmup sampled (the evidence), not at the uniform whole frames."""
+    fixed = (torch.tensor([4.5, 2.5]), torch.tensor([1.0, 1.0]), torch.tensor([[12.0, 20.0], [30.0, 8.0]]))
+    flags = ["S2D.TEMPORAL_SAMPLING", str(learns == "time"), "S2D.SPATIAL_SAMPLING", str(learns == "space")]
+    model = _model("S2D.EVIDENCE_MAP", "saliency", "S2D.SAMPLER_ANCHOR", "evidence", "S2D.EVIDENCE_ZOOM", "1.5", *flags)
+    monkeypatch.setattr(model, "evidence", lambda *args: fixed)
+    with torch.no_grad():
+        for p in model.sampler_parameters():  # f_theta has moved away from zero on the axis it learns
+            p.normal_(0, 0.5)
+    out = model(*batch()[:2])
+    if learns == "time":
+        assert torch.allclose(out["centers"], fixed[2][:, None, :].expand(2, 4, 2), atol=1e-3)
+        assert torch.allclose(out["strides"], torch.full((2, 4, 2), 48 / 32 / 1.5), atol=1e-5)
+        assert not torch.allclose(out["t_center"], fixed[0], atol=1e-2)
+    else:
+        assert torch.allclose(out["t_center"], fixed[0], atol=1e-4)
+        assert torch.allclose(out["t_stride"], fixed[1], atol=1e-4)
+        assert not torch.allclose(out["strides"], torch.full((2, 4, 2), 48 / 32 / 1.5), atol=1e-3)

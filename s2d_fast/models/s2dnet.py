@@ -447,12 +447,10 @@ class S2DNet(VideoModel):
             if self.sampler_fp32:
                 e, s = e.float(), s.float()
             time_params, space_params = self._theta(e, s, b)
-            if evidence is not None:
+            if evidence is not None:  # an axis f_theta does not learn (an ablation) stays at the anchor too
                 time_anchor, space_anchor = self._anchor(evidence, n_valid, frames.shape[-2:])
-                if self.temporal_sampling:
-                    time_params = self._offset(time_params, time_anchor)
-                if self.spatial_sampling:
-                    space_params = self._offset(space_params, space_anchor[:, None, :])
+                time_params = self._offset(time_params, time_anchor)
+                space_params = self._offset(space_params, space_anchor[:, None, :])
             fixed = self.stage == "warmup" and evidence is None
             return self.sampler(frames, n_valid, time_params, space_params, fixed=fixed)
 
