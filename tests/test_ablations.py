@@ -127,6 +127,24 @@ def test_snet_lr_ratio_zero_freezes_snet_including_bn():
     assert all(p.requires_grad for p in model.snet.parameters())
 
 
+def test_sampler_lr_ratio_zero_holds_f_theta_at_the_warmups_placement():
+    cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "0")
+    model = build_model(cfg, 10)
+    model.set_stage("sampling")
+    model.train()
+    sampler = {id(p) for p in model.sampler_parameters()}
+    assert sampler and not any(p.requires_grad for p in model.sampler_parameters())
+    assert all(p.requires_grad for p in model.parameters() if id(p) not in sampler)
+    frames, n_valid, labels = batch()
+    out = model(frames, n_valid)
+    model.loss(out, labels)["loss"].backward()
+    assert all(p.grad is not None for p in model.dnet.parameters())
+    model.set_stage("warmup")
+    fixed = model(frames, n_valid)  # the warmup's placement: the sampling stage's, f_theta untrained
+    for key in ("t_positions", "centers", "strides"):
+        assert torch.allclose(out[key], fixed[key], atol=1e-5)
+
+
 def test_lr_ratios_of_the_sampling_stage():
     cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "10", "S2D.SPATIAL_LR_RATIO", "0.5", "S2D.TEMPORAL_LR_RATIO", "2",
                     "S2D.SNET_LR_RATIO", "0.1")

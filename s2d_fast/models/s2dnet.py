@@ -169,6 +169,7 @@ class S2DNet(VideoModel):
         self.dnet_frames = dnet_cfg.NUM_FRAMES
         self.dnet_size = dnet_cfg.INPUT_SIZE
         self.snet_lr_ratio = s2d.SNET_LR_RATIO
+        self.sampler_lr_ratio = s2d.SAMPLER_LR_RATIO
         self.stop_gradients = s2d.SAMPLER_STOP_GRADIENTS
         self.sampler_fp32 = s2d.SAMPLER_FP32
         self.temporal_sampling = s2d.TEMPORAL_SAMPLING
@@ -251,16 +252,26 @@ class S2DNet(VideoModel):
     def snet_frozen(self) -> bool:
         return self.stage == "sampling" and self.snet_lr_ratio == 0
 
+    @property
+    def sampler_held(self) -> bool:
+        """`S2D.SAMPLER_LR_RATIO 0`: f_theta does not train, so the sampling stage samples where
+        its warmup did (with `S2D.SAMPLER_ANCHOR evidence`, at SNet's evidence) while the networks
+        train on."""
+        return self.stage == "sampling" and self.sampler_lr_ratio == 0
+
     def trains(self, name: str) -> bool:
         """warmup: the sampler sits at the identity and f_theta does not train. sampling: f_theta
-        learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included) and
-        `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names start so."""
+        learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included), `S2D.SAMPLER_LR_RATIO
+        0` f_theta, and `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names
+        start so."""
         if not super().trains(name):
             return False
         if self.stage == "warmup":
             return not name.startswith(_SAMPLER_PARTS)
         if self.train_only:  # the base class kept only their prefixes
             return True
+        if self.sampler_held and name.startswith(_SAMPLER_PARTS):
+            return False
         return not (self.snet_frozen and name.startswith("snet."))
 
     def train(self, mode: bool = True):
