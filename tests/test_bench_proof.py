@@ -36,7 +36,7 @@ def test_recipes_differ_only_where_they_should():
     assert not synopsis.S2D.DETAIL_SAMPLING
     assert (synopsis.DNET.ARCH, synopsis.DNET.NUM_FRAMES, synopsis.DNET.INPUT_SIZE) == (
         warmup.SNET.ARCH, warmup.SNET.NUM_FRAMES, warmup.SNET.INPUT_SIZE)
-    for name in ("s2dnet-warmup", "s2dnet", "temporal-only", "spatial-only"):
+    for name in ("s2dnet-warmup", "s2dnet", "s2dnet-learned", "temporal-only", "spatial-only"):
         assert cfgs[name].SNET.PRETRAINED == "/tmp/out/seed1/synopsis/checkpoints/warmup-last.pt"
     # With 600 validation videos a two-seed mean top-1 has a standard error <= 1.5 points at
     # any accuracy (the worst is 50%).
@@ -47,8 +47,14 @@ def test_recipes_differ_only_where_they_should():
     assert cfgs["s2dnet"].TRAIN.RESUME == "/tmp/out/seed1/s2dnet-warmup/checkpoints/warmup-last.pt"
     assert not cfgs["temporal-only"].S2D.SPATIAL_SAMPLING and cfgs["temporal-only"].S2D.TEMPORAL_SAMPLING
     assert not cfgs["spatial-only"].S2D.TEMPORAL_SAMPLING and cfgs["spatial-only"].S2D.SPATIAL_SAMPLING
-    for name in ("temporal-only", "spatial-only"):
+    # The built-in sampling stage holds f_theta at the warmup's placement; the learned one and
+    # its ablations differ from it only in f_theta learning (and on which axes).
+    assert cfgs["s2dnet"].S2D.SAMPLER_LR_RATIO == 0 and cfgs["s2dnet-learned"].S2D.SAMPLER_LR_RATIO > 0
+    for name in ("s2dnet-learned", "temporal-only", "spatial-only"):
         assert cfgs[name].TRAIN.EPOCHS == cfgs["s2dnet"].TRAIN.EPOCHS
+        assert cfgs[name].TRAIN.RESUME == cfgs["s2dnet"].TRAIN.RESUME
+        assert cfgs[name].S2D.SAMPLER_LR_RATIO == cfgs["s2dnet-learned"].S2D.SAMPLER_LR_RATIO
+        assert cfgs[name].S2D.EVIDENCE_LOSS_WEIGHT == cfgs["s2dnet-learned"].S2D.EVIDENCE_LOSS_WEIGHT
 
 
 def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeypatch):
@@ -74,7 +80,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     # S2DNet costs more than the uniform baseline's DNet alone; the sampling rows start from the warmup.
     assert rows["s2dnet"]["gflops_per_video"] > rows["uniform"]["gflops_per_video"]
     warmup = out / "tiles" / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
-    for name in ("s2dnet", "temporal-only", "spatial-only"):
+    for name in ("s2dnet", "s2dnet-learned", "temporal-only", "spatial-only"):
         assert f"loaded {warmup}" in (out / "tiles" / "seed0" / name / "log_sampling.txt").read_text()
     differences = {(d["recipe"], d["against"]): d for d in summary["differences"]}
     assert set(differences) == set(proof.COMPARISONS)
@@ -84,8 +90,10 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     for r in runs.values():
         assert len(r["correct"]) == r["num_videos"] and 100 * r["correct"].count("1") / r["num_videos"] == pytest.approx(r["top1"])
 
-    for name in ("uniform", "s2dnet-warmup"):
-        assert runs[name]["cue_in_window"] == 1.0 and runs[name]["zoom"] == 1.0  # whole frames
+    assert runs["uniform"]["cue_in_window"] == 1.0 and runs["uniform"]["zoom"] == 1.0  # whole frames
+    # The built-in warmup and its held sampling stage: windows at SNet's evidence, at its zoom.
+    for name in ("s2dnet-warmup", "s2dnet"):
+        assert runs[name]["zoom"] == pytest.approx(1.5, abs=1e-4)
     assert all(0 <= r["cue_hit"] <= 1 for r in runs.values())
     for r in runs.values():  # the top-1 splits into videos with and without the cue in view
         shown, missed = r["top1_cue_shown"] or 0.0, r["top1_cue_missed"] or 0.0
