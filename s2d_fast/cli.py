@@ -74,7 +74,7 @@ def main():
 @click.option("--output", type=click.Path(file_okay=False), help="Output folder (OUTPUT_DIR).")
 @config_arguments
 def train(stage, dataset, output, config_file, args):
-    """Train S2DNet: warmup (sampler at the identity), then sampling.
+    """Train S2DNet: warmup (the sampler fixed), then sampling.
 
     \b
     ARGS: [DATASET] [CONFIG.yaml] [KEY VALUE]..., as in the paper's README:

@@ -1,4 +1,4 @@
-"""Training: warmup (sampler at the identity) and sampling (the sampler learns).
+"""Training: warmup (the sampler fixed) and sampling (the sampler learns, or is held: S2D.SAMPLER_LR_RATIO 0).
 
 One process or many (DDP, see `distributed.py`); eager or compiled; fp32, bf16 or fp16 with a
 gradient scaler. Checkpoints hold everything a resume needs (model, optimiser, schedule,

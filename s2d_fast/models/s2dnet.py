@@ -145,7 +145,7 @@ class S2DNet(VideoModel):
     `z_s` synopsis logits, `z_d` detail logits, `mask` M, `log_prob` the final log-distribution
     over actions (restricted to M), `detail` the detail frames, and the sampler's placement.
 
-    `set_stage` switches between warmup (sampler at the identity) and sampling. Warmup never
+    `set_stage` switches between warmup (the sampler fixed) and sampling. Warmup never
     trains f_theta (its heads are still zero there), so the sampling stage starts it fresh and
     one warmup serves every sampling variant, also those whose f_theta differs.
     """
