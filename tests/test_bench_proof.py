@@ -80,8 +80,11 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     # S2DNet costs more than the uniform baseline's DNet alone; the sampling rows start from the warmup.
     assert rows["s2dnet"]["gflops_per_video"] > rows["uniform"]["gflops_per_video"]
     warmup = out / "tiles" / "seed0" / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
+    held = "f_theta is held (S2D.SAMPLER_LR_RATIO 0): the networks train on where the warmup sampled"
     for name in ("s2dnet", "s2dnet-learned", "temporal-only", "spatial-only"):
-        assert f"loaded {warmup}" in (out / "tiles" / "seed0" / name / "log_sampling.txt").read_text()
+        log = (out / "tiles" / "seed0" / name / "log_sampling.txt").read_text()
+        assert f"loaded {warmup}" in log
+        assert (held in log) == (name == "s2dnet")
     differences = {(d["recipe"], d["against"]): d for d in summary["differences"]}
     assert set(differences) == set(proof.COMPARISONS)
     for (a, b), d in differences.items():  # one seed: the difference of the two top-1s, on the same videos

@@ -430,6 +430,8 @@ class Trainer:
             self.epoch + 1, epochs, self.device, self.ctx.world_size,
         )
         logger.info("%s", describe_batch_and_lr(self.cfg, self.ctx.world_size))
+        if self.model.sampler_held:
+            logger.info("f_theta is held (S2D.SAMPLER_LR_RATIO 0): the networks train on where the warmup sampled")
         amp = autocast(self.device, self.cfg.TRAIN.AMP)
         train_seconds = 0.0
         with StopRequest() as self.stop:

@@ -25,6 +25,8 @@ class VideoModel(nn.Module):
     fresh_in_sampling: tuple[str, ...] = ()
     # Parameters the warmup never trains: taken from a warmup checkpoint that has them.
     untrained_in_warmup: tuple[str, ...] = ()
+    # Whether the sampling stage keeps the sampler where the warmup had it (S2DNet: a property).
+    sampler_held: bool = False
 
     def __init__(self, cfg, num_classes: int):
         super().__init__()
