@@ -15,7 +15,7 @@ _C.OUTPUT_DIR = "runs/s2d"  # checkpoints, logs and the merged config of a run g
 _C.RNG_SEED = 0  # seeds python, numpy and torch for model init and data order
 
 _C.TRAIN = CfgNode()
-_C.TRAIN.STAGE = "warmup"  # warmup (sampler held at identity) | sampling (sampler learns)
+_C.TRAIN.STAGE = "warmup"  # warmup (sampler fixed) | sampling (sampler learns; S2D.SAMPLER_LR_RATIO 0 holds it)
 _C.TRAIN.EPOCHS = 30  # passes over the training list
 _C.TRAIN.BATCH_SIZE = 8  # videos per batch (see BATCH_SIZE_SCOPE); a step sums ACCUM_STEPS batches
 _C.TRAIN.BATCH_SIZE_SCOPE = "all"  # all: BATCH_SIZE sums every process's videos | process: one process's (authors')
