@@ -232,7 +232,8 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
 
 # The comparisons the proof's claims rest on: (recipe, against).
 COMPARISONS = (("s2dnet", "s2dnet-warmup"), ("s2dnet", "uniform"), ("s2dnet", "synopsis"),
-               ("s2dnet-warmup", "synopsis"), ("s2dnet-learned", "s2dnet"))
+               ("s2dnet-warmup", "synopsis"), ("s2dnet-learned", "s2dnet"), ("temporal-only", "s2dnet"),
+               ("spatial-only", "s2dnet"), ("spatial-only", "s2dnet-warmup"))
 
 
 def top1_standard_error(runs: list[dict]) -> float:
