@@ -260,7 +260,7 @@ class S2DNet(VideoModel):
         return self.stage == "sampling" and self.sampler_lr_ratio == 0
 
     def trains(self, name: str) -> bool:
-        """warmup: the sampler sits at the identity and f_theta does not train. sampling: f_theta
+        """warmup: the sampler is fixed and f_theta does not train. sampling: f_theta
         learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included), `S2D.SAMPLER_LR_RATIO
         0` f_theta, and `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names
         start so."""
@@ -268,10 +268,10 @@ class S2DNet(VideoModel):
             return False
         if self.stage == "warmup":
             return not name.startswith(_SAMPLER_PARTS)
-        if self.train_only:  # the base class kept only their prefixes
-            return True
         if self.sampler_held and name.startswith(_SAMPLER_PARTS):
             return False
+        if self.train_only:  # the base class kept only their prefixes
+            return True
         return not (self.snet_frozen and name.startswith("snet."))
 
     def train(self, mode: bool = True):
