@@ -127,8 +127,9 @@ def test_snet_lr_ratio_zero_freezes_snet_including_bn():
     assert all(p.requires_grad for p in model.snet.parameters())
 
 
-def test_sampler_lr_ratio_zero_holds_f_theta_at_the_warmups_placement():
-    cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "0")
+@pytest.mark.parametrize("theta", ["conv3d", "trunk"])  # the trunk's heads start small and random, not zero
+def test_sampler_lr_ratio_zero_holds_f_theta_at_the_warmups_placement(theta):
+    cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "0", "S2D.THETA", theta)
     model = build_model(cfg, 10)
     model.set_stage("sampling")
     model.train()

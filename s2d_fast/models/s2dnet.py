@@ -430,8 +430,8 @@ class S2DNet(VideoModel):
         """f_theta: `(dt, lt[, log_sigma])` per video and `(dx, dy, lx, ly[, log_sigma])` per frame."""
         time_params = e.new_zeros(b, self.time_outputs)
         space_params = e.new_zeros(b, self.dnet_frames, self.space_outputs)
-        if self.stage == "warmup" or not (self.temporal_sampling or self.spatial_sampling):
-            return time_params, space_params
+        if self.stage == "warmup" or self.sampler_held or not (self.temporal_sampling or self.spatial_sampling):
+            return time_params, space_params  # the fixed placement (a trunk's random heads are not zero)
         if self.stop_gradients:
             e = e.detach()
         e5 = e.view(b, -1, *e.shape[1:]).transpose(1, 2)  # (B, C_e, T_s, h, w)
