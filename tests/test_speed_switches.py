@@ -9,7 +9,7 @@ import torch
 from s2d_fast.config import ConfigError, load_config
 from s2d_fast.engine.distributed import DistContext
 from s2d_fast.engine.evaluate import evaluate
-from s2d_fast.engine.runtime import compile_model, inference_settings
+from s2d_fast.engine.runtime import compile_model, inference_settings, setup_logging
 from s2d_fast.engine.trainer import Trainer
 
 from helpers import tiny_run
@@ -39,6 +39,24 @@ def test_switch_trains_and_evaluates(tiny_dataset, tmp_path, switches):
     assert abs(scores.sum(1) - 1).max() < 1e-3
     state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
     assert (state["scaler"].get("scale", 0) > 0) == (cfg.TRAIN.AMP == "fp16")  # fp16 keeps its loss scale
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_train_amp_auto_is_bf16_where_the_cpu_has_it(tiny_dataset, tmp_path, monkeypatch, native):
+    """TRAIN.AMP auto trains in bf16 autocast on a CPU that multiplies bf16 in hardware, in
+    float32 on one that would emulate it (slower than float32), and says which."""
+    monkeypatch.setattr("s2d_fast.engine.runtime.native_bf16", lambda: native)
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.AMP", "auto"))
+    setup_logging(tmp_path, "log_warmup.txt")
+    trainer = Trainer(cfg, CPU)
+    assert trainer.amp == ("bf16" if native else "none")
+    seen = []  # the autocast dtype of every forward pass, training and validation
+    trainer.model.register_forward_hook(lambda module, args, out: seen.append(
+        torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+    trainer.run()
+    assert set(seen) == {torch.bfloat16 if native else None}
+    log = (tmp_path / "log_warmup.txt").read_text()
+    assert ("TRAIN.AMP auto: bf16 autocast, this CPU has native bf16" if native else "TRAIN.AMP auto: float32") in log
 
 
 def test_compiled_inference_freezes_weights_without_changing_global_settings():

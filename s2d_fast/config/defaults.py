@@ -37,7 +37,7 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1  # keep an epoch checkpoint every N epochs (besid
 _C.TRAIN.CHECKPOINT_ITERS = 0  # also write the last checkpoint every N iterations; 0: epoch ends only
 _C.TRAIN.KEEP_CHECKPOINTS = 3  # epoch checkpoints kept, newest first
 _C.TRAIN.DETERMINISTIC = False  # deterministic algorithms: a resumed run matches an uninterrupted one
-_C.TRAIN.AMP = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (with a gradient scaler)
+_C.TRAIN.AMP = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (with a gradient scaler) | auto (bf16 on CPUs with native bf16, else none)
 _C.TRAIN.COMPILE = False  # torch.compile the model for training (GPUs only: no faster than eager on the CPU)
 _C.TRAIN.COMPILE_MODE = "default"  # torch.compile mode for training
 _C.TRAIN.CHANNELS_LAST = False  # channels_last memory format for the convolutions
@@ -178,7 +178,7 @@ _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no
 _BACKBONES = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "resnet101")  # models/backbones.py's table
 CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
-    "TRAIN.AMP": ("none", "bf16", "fp16"),
+    "TRAIN.AMP": ("none", "bf16", "fp16", "auto"),
     "TRAIN.COMPILE_MODE": _COMPILE_MODES,
     "TEST.AMP": ("auto", "none", "bf16", "fp16"),
     "TEST.COMPILE": ("auto", "on", "off"),  # True / False read as on / off

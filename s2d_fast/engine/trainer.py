@@ -33,7 +33,7 @@ from s2d_fast.models import VideoModel, build_model
 from .distributed import DistContext, Outcome, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
 from .optim import build_optimizer
-from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device
+from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device, training_amp
 from .visualize import sampling_grid_tensor
 
 logger = logging.getLogger("s2d_fast")
@@ -211,7 +211,8 @@ class Trainer:
                 logger.info("TRAIN.SYNC_BN: PyTorch's SyncBatchNorm runs on GPUs only; the CPU processes keep "
                             "their own BatchNorm statistics")
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.steps_per_epoch, ctx.world_size)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.TRAIN.AMP == "fp16")
+        self.amp = training_amp(cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.clip_groups = clip_groups(self.model, cfg.TRAIN.CLIP_GRAD_SCOPE)
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
         self.step_lr = self.scheduler.get_last_lr()[0]
@@ -401,7 +402,7 @@ class Trainer:
         last); returns whether the result is the best so far."""
         if not (self.epoch % self.cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == self.cfg.TRAIN.EPOCHS):
             return False
-        self.metrics, _ = evaluate(self.model, self.val_loader, self.device, self.ctx, amp_dtype=self.cfg.TRAIN.AMP)
+        self.metrics, _ = evaluate(self.model, self.val_loader, self.device, self.ctx, amp_dtype=self.amp)
         m = self.metrics
         logger.info("epoch %d/%d val top1=%.2f top5=%.2f mAP=%.2f (%d videos)",
                     self.epoch, self.cfg.TRAIN.EPOCHS, m["top1"], m["top5"], m["mAP"], m["num_videos"])
@@ -432,7 +433,9 @@ class Trainer:
         logger.info("%s", describe_batch_and_lr(self.cfg, self.ctx.world_size))
         if self.model.sampler_held:
             logger.info("f_theta is held (S2D.SAMPLER_LR_RATIO 0): the networks train on where the warmup sampled")
-        amp = autocast(self.device, self.cfg.TRAIN.AMP)
+        if self.cfg.TRAIN.AMP == "auto":
+            logger.info("TRAIN.AMP auto: %s", "bf16 autocast, this CPU has native bf16" if self.amp == "bf16" else "float32")
+        amp = autocast(self.device, self.amp)
         train_seconds = 0.0
         with StopRequest() as self.stop:
             while self.epoch < epochs:
