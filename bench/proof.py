@@ -26,16 +26,21 @@ top-1 a binomial proportion over its videos), and the comparisons that decide th
 after sampling against its warmup, the uniform baseline and the synopsis network alone) with
 the paired standard error of the difference over the same videos. A recipe whose result is
 already in the output folder is not trained again, so an interrupted proof continues where it
-stopped.
+stopped. `--jobs` runs (default 2) train at once, each in its own process with its share of the
+cores, a run after the ones it starts from; each run's training log is in its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +56,7 @@ from s2d_fast.data.frame_indices import clip_indices
 from s2d_fast.data.loader import build_loader
 from s2d_fast.data.synthetic import read_meta, render_video
 from s2d_fast.engine.evaluate import load_for_eval
+from s2d_fast.engine.runtime import autocast, training_amp
 from s2d_fast.engine.trainer import train
 from s2d_fast.models.flops import config_gflops
 from s2d_fast.models.sampler import uniform_indices
@@ -83,12 +89,12 @@ RECIPES = (
     Recipe("spatial-only", "spatial_only.yaml", "f_theta learning in space only", start="s2dnet-warmup",
            snet_from="synopsis"),
 )
-_clock = {"start": time.perf_counter()}
+_clock = {"start": time.perf_counter(), "console": None}  # a worker's console is its parent's
 
 
 def _progress(message: str) -> None:
     minutes = (time.perf_counter() - _clock["start"]) / 60
-    print(f"[proof {minutes:6.1f} min] {message}", file=sys.stderr, flush=True)
+    print(f"[proof {minutes:6.1f} min] {message}", file=_clock["console"] or sys.stderr, flush=True)
 
 
 # What the proof sets in every recipe before the caller's pairs: 600 validation videos per seed
@@ -126,7 +132,8 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
     candidate_frames, _ = clip_indices(length, t, 1)  # every validation video has `length` frames
     hits, inside, zooms, correct = [], [], [], []
-    with torch.no_grad():
+    # The precision the trainer validated in, so that `correct` adds up to the row's top-1.
+    with torch.no_grad(), autocast(torch.device("cpu"), training_amp(cfg, torch.device("cpu"))):
         for batch in loader:
             out = model(batch["frames"], batch["n_valid"])
             positions = out.get("t_positions")
@@ -160,9 +167,9 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
 
 def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], done: dict) -> dict:
     """Train and evaluate one recipe for one seed (or read its earlier result)."""
-    result_path = out_dir / f"seed{seed}" / recipe.name / "result.json"
+    result_path = Run(out_dir, (), seed, recipe).result_path
     if result_path.is_file():
-        _progress(f"seed {seed}: {recipe.name} done before, reading {result_path}")
+        _progress(f"{out_dir.name} seed {seed}: {recipe.name} done before, reading {result_path}")
         result = json.loads(result_path.read_text())
         if "correct" not in result:  # trained by a version of the proof that did not look
             cfg = recipe_config(recipe, seed, out_dir, overrides)
@@ -170,7 +177,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
             result_path.write_text(json.dumps(result, indent=2) + "\n")
         return result
     cfg = recipe_config(recipe, seed, out_dir, overrides)
-    _progress(f"seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
+    _progress(f"{out_dir.name} seed {seed}: training {recipe.name} ({recipe.config}, {cfg.TRAIN.EPOCHS} epochs)")
     trained = train(cfg).value
     if trained.get("stopped"):
         raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
@@ -192,7 +199,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")
-    _progress(f"seed {seed}: {recipe.name} top1 {result['top1']:.2f}  mAP {result['mAP']:.2f}  "
+    _progress(f"{out_dir.name} seed {seed}: {recipe.name} top1 {result['top1']:.2f}  mAP {result['mAP']:.2f}  "
               f"({minutes:.1f} min of training)")
     return result
 
@@ -294,8 +301,8 @@ def format_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recipes: list[str] | None = None) -> dict:
-    """Every recipe for every seed, in order (a sampling recipe after its warmup); returns the summary."""
+def choose_recipes(recipes: list[str] | None) -> list[Recipe]:
+    """The named recipes (all when None) in the proof's order; each with the ones it starts from."""
     names = [r.name for r in RECIPES]
     chosen = list(RECIPES) if not recipes else []
     for name in recipes or []:
@@ -306,18 +313,106 @@ def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recip
             if needed not in recipes:
                 raise click.UsageError(f"recipe {name} starts from {needed}: list both")
         chosen.append(recipe)
-    chosen.sort(key=lambda r: names.index(r.name))
-    out = Path(out_dir)
+    return sorted(chosen, key=lambda r: names.index(r.name))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One recipe trained for one seed in one proof folder (OUT/<task>), with its pairs."""
+    out_dir: Path
+    overrides: tuple[str, ...]
+    seed: int
+    recipe: Recipe
+
+    def after(self, name: str) -> tuple[Path, int, str]:
+        return self.out_dir, self.seed, name
+
+    @property
+    def result_path(self) -> Path:
+        return self.out_dir / f"seed{self.seed}" / self.recipe.name / "result.json"
+
+
+def run_all(runs: list[Run], jobs: int = 1) -> dict[tuple[Path, int, str], dict]:
+    """Train and evaluate every run, each after the runs it starts from; returns the results by
+    (folder, seed, recipe). With `jobs` > 1, that many runs at once, each in its own process with
+    its share of the CPU's threads: on the 2-core machine two one-thread training steps together
+    did 1.4x the videos of one two-thread step (bench/RESULTS.md), small convolutions being poor
+    at using a second thread. The chains of runs (synopsis, then warmup, then the sampling
+    stages) start first; the uniform baseline fills the gaps."""
+    results: dict[tuple[Path, int, str], dict] = {}
+    if jobs == 1:
+        for run in runs:
+            results[run.after(run.recipe.name)] = _run(run, results)
+        return results
+    followers = {r.name: sum(r.name in other.needs for other in RECIPES) for r in RECIPES}
+    pending = sorted(runs, key=lambda run: -followers[run.recipe.name])  # stable: the given order within
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads or loaders
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(threads, _clock["start"])) as pool:
+        running: dict = {}
+        try:
+            while pending or running:
+                ready = [r for r in pending if all(r.after(n) in results for n in r.recipe.needs)]
+                done_before = [r for r in ready if r.result_path.is_file()]
+                for run in done_before:  # read back here, not in a worker; it may ready others
+                    pending.remove(run)
+                    results[run.after(run.recipe.name)] = _run(run, results)
+                if done_before:
+                    continue
+                for run in ready[:jobs - len(running)]:
+                    pending.remove(run)
+                    running[pool.submit(_run_in_worker, run, _needed(run, results))] = run
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run = running.pop(future)
+                    results[run.after(run.recipe.name)] = future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the running ones save their checkpoints first
+            raise
+    return results
+
+
+def _needed(run: Run, results: dict) -> dict[str, dict]:
+    return {name: results[run.after(name)] for name in run.recipe.needs}
+
+
+def _run(run: Run, results: dict) -> dict:
+    return run_recipe(run.recipe, run.seed, run.out_dir, list(run.overrides), _needed(run, results))
+
+
+def _start_worker(threads: int, start: float) -> None:
+    torch.set_num_threads(threads)
+    _clock.update(start=start, console=sys.stderr)
+
+
+def _run_in_worker(run: Run, done: dict[str, dict]) -> dict:
+    """One run in a worker process: its training log goes to console.txt in its folder (the
+    trainer also writes log_<stage>.txt there), the proof's progress lines to the console."""
+    folder = run.result_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "console.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return run_recipe(run.recipe, run.seed, run.out_dir, list(run.overrides), done)
+
+
+def _plan(seeds: list[int], out_dir: Path, overrides: list[str], chosen: list[Recipe]) -> list[Run]:
     for recipe in chosen:  # fail on a bad override before hours of training, not after
-        cfg = recipe_config(recipe, seeds[0], out, overrides)
+        cfg = recipe_config(recipe, seeds[0], out_dir, overrides)
     _check_task(cfg)
-    results = []
-    for seed in seeds:
-        done: dict[str, dict] = {}
-        for recipe in chosen:
-            done[recipe.name] = run_recipe(recipe, seed, out, overrides, done)
-            results.append(done[recipe.name])
-    return summarise(results, chosen, seeds)
+    for seed in seeds:  # each seed's dataset, before any run reads it
+        resolve_dataset(recipe_config(chosen[0], seed, out_dir, overrides))
+    return [Run(out_dir, tuple(overrides), seed, recipe) for seed in seeds for recipe in chosen]
+
+
+def _summary(results: dict, out_dir: Path, seeds: list[int], chosen: list[Recipe]) -> dict:
+    return summarise([results[(out_dir, seed, recipe.name)] for seed in seeds for recipe in chosen], chosen, seeds)
+
+
+def run_proof(seeds: list[int], out_dir: str | Path, overrides: list[str], recipes: list[str] | None = None,
+              jobs: int = 1) -> dict:
+    """Every recipe for every seed in one folder (a sampling recipe after its warmup); returns the summary."""
+    chosen, out = choose_recipes(recipes), Path(out_dir)
+    return _summary(run_all(_plan(seeds, out, overrides, chosen), jobs), out, seeds, chosen)
 
 
 def _check_task(cfg) -> None:
@@ -329,15 +424,18 @@ def _check_task(cfg) -> None:
 
 
 def run_tasks(tasks: list[str], seeds: list[int], out_dir: str | Path, overrides: list[str],
-              recipes: list[str] | None = None) -> dict[str, dict]:
+              recipes: list[str] | None = None, jobs: int = 1) -> dict[str, dict]:
     """The proof on each built-in task, in OUT/<task>/; returns each task's summary."""
     if "SYNTHETIC.TASK" in overrides[::2]:
         raise click.UsageError("choose the built-in tasks with --tasks, not SYNTHETIC.TASK")
     for task in tasks:
         if task not in CHOICES["SYNTHETIC.TASK"]:
             raise click.UsageError(f"unknown task {task!r}; tasks: {', '.join(CHOICES['SYNTHETIC.TASK'])}")
-    return {task: run_proof(seeds, Path(out_dir) / task, ["SYNTHETIC.TASK", task, *overrides], recipes)
-            for task in tasks}
+    chosen = choose_recipes(recipes)
+    folders = {task: Path(out_dir) / task for task in tasks}
+    plans = [_plan(seeds, folders[task], ["SYNTHETIC.TASK", task, *overrides], chosen) for task in tasks]
+    results = run_all([run for plan in plans for run in plan], jobs)
+    return {task: _summary(results, folders[task], seeds, chosen) for task in tasks}
 
 
 @click.command(cls=UserErrorCommand, context_settings=PAIRS_SETTINGS)
@@ -347,11 +445,13 @@ def run_tasks(tasks: list[str], seeds: list[int], out_dir: str | Path, overrides
 @click.option("--recipes", help=f"Comma-separated subset of: {', '.join(r.name for r in RECIPES)}.")
 @click.option("--tasks", default=",".join(CHOICES["SYNTHETIC.TASK"]), show_default=True,
               help="Built-in tasks (SYNTHETIC.TASK) to run it on, comma-separated; each in OUT/<task>/.")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Runs trained at once, each in its own process with its share of the cores.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the table as JSON (default OUT/proof.json).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="Write the table as Markdown (default OUT/proof.md).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_proof_command(seeds, out_dir, recipes, tasks, json_path, markdown_path, args):
+def bench_proof_command(seeds, out_dir, recipes, tasks, jobs, json_path, markdown_path, args):
     """Train and evaluate the built-in dataset's recipes for each task and seed: S2DNet against
     the uniform baseline and the temporal-only and spatial-only ablations, with the same detail
     budget.
@@ -368,7 +468,7 @@ def bench_proof_command(seeds, out_dir, recipes, tasks, json_path, markdown_path
         raise click.UsageError(f"KEY VALUE pairs come in pairs; {args[-1]!r} has no value")
     chosen = [r.strip() for r in recipes.split(",")] if recipes else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    summaries = run_tasks(task_list, seed_list, out_dir, list(args), chosen)
+    summaries = run_tasks(task_list, seed_list, out_dir, list(args), chosen, jobs)
     tables = {task: format_markdown(summary) for task, summary in summaries.items()}
     for task, summary in summaries.items():  # each task's own files, then both together
         (Path(out_dir) / task / "proof.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -126,6 +126,34 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert (out / "proof.md").read_text() == "### tiles\n\n" + proof.format_markdown(summary)
 
 
+def test_parallel_jobs_train_each_run_after_its_start(tiny_dataset, tmp_path, monkeypatch, capfd):
+    """`--jobs 2`: runs of two seeds train two at a time in worker processes, each sampling stage
+    from its own seed's warmup, the trainer's lines in the run's console.txt and the proof's
+    progress on the console; a rerun reads every result back without a worker."""
+    out = tmp_path / "tiles"
+    recipes = ["uniform", "synopsis", "s2dnet-warmup", "s2dnet"]
+    summary = proof.run_proof([0, 1], out, _overrides(tiny_dataset), recipes, jobs=2)
+    runs = {(r["recipe"], r["seed"]): r for r in summary["runs"]}
+    assert sorted(runs) == sorted((name, seed) for name in recipes for seed in (0, 1))
+    progress = capfd.readouterr().err
+    for seed in (0, 1):
+        folder = out / f"seed{seed}"
+        warmup = folder / "s2dnet-warmup" / "checkpoints" / "warmup-last.pt"
+        assert f"loaded {warmup}" in (folder / "s2dnet" / "log_sampling.txt").read_text()
+        assert runs["s2dnet", seed]["epochs"] == 2
+        assert runs["s2dnet", seed]["train_minutes"] > runs["s2dnet-warmup", seed]["train_minutes"] > runs[
+            "synopsis", seed]["train_minutes"]
+        for name in recipes:
+            assert "validation videos" in (folder / name / "console.txt").read_text()
+            assert f"tiles seed {seed}: training {name} (" in progress
+    assert [row["top1_per_seed"] for row in summary["rows"]] == [
+        [runs[name, 0]["top1"], runs[name, 1]["top1"]] for name in recipes]
+
+    monkeypatch.setattr("s2d_fast.bench.proof.train", lambda cfg: pytest.fail("trained again"))
+    again = proof.run_proof([0, 1], out, _overrides(tiny_dataset), recipes, jobs=2)
+    assert again["rows"] == summary["rows"]
+
+
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
     def no_training(cfg):
         raise AssertionError("trained")
