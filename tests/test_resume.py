@@ -81,10 +81,33 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
         _command(tiny_dataset, out, "TRAIN.EPOCHS", "50", "TRAIN.CHECKPOINT_ITERS", "0"), _env(),
         out / "log_sampling.txt", signal.SIGTERM)
     assert returncode == 143, output  # 128 + SIGTERM: an && chain stops here
-    assert "SIGTERM received" in output and "stopped at epoch" in output
+    assert "SIGTERM received" in output
+    assert "stopped at epoch" in output or "stopped after epoch" in output  # mid-epoch, or at its end
+    assert "checkpoint written" in output
     assert "run the same command again to continue" in output
     state = torch.load(out / "checkpoints" / "sampling-last.pt", weights_only=True)
     assert state["epoch"] < 50
+
+
+def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_writes_its_checkpoint(tiny_dataset, tmp_path):
+    """A signal during the last step of an epoch: the epoch ends (validation, its checkpoint),
+    then the run stops, so a rerun starts the next epoch instead of losing this one."""
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.EPOCHS", "3", "TRAIN.STAGE", "warmup"))
+    trainer = trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu")))
+    steps, real_step = [], trainer.train_step
+
+    def step_then_signal(batch, amp):
+        steps.append(1)
+        if len(steps) == trainer.batches_per_epoch:
+            trainer.stop.signal = signal.SIGTERM
+        return real_step(batch, amp)
+
+    trainer.train_step = step_then_signal
+    result = trainer.run()
+    assert result["stopped"] and result["epoch"] == 1 and len(steps) == trainer.batches_per_epoch
+    state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert (state["epoch"], state["iteration"]) == (1, 0)
+    assert result["metrics"]["num_videos"] == 12  # the epoch's validation ran
 
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_dataset, tmp_path, monkeypatch):

@@ -391,7 +391,7 @@ class Trainer:
                 if (stopping or periodic) and boundary and not last:
                     self._check_finite(first_bad)
                     self.save()
-                if stopping and boundary:
+                if stopping and boundary and not last:  # at the last step the epoch ends first (run)
                     logger.info("stopped at epoch %d, iteration %d; checkpoint written", self.epoch + 1, self.iteration)
                     return {}, True
         self._check_finite(first_bad)
@@ -452,6 +452,9 @@ class Trainer:
                 if skipped:
                     logger.info("%d unreadable training samples replaced so far (DATA.ON_BAD_SAMPLE skip)", skipped)
                 self.save(epoch_end=True, best=self.validate())
+                if self.epoch < epochs and any_rank(self.stop.requested, self.ctx):
+                    logger.info("stopped after epoch %d; checkpoint written", self.epoch)
+                    return self._result(train_seconds, stopped_by=self.stop.signal or signal.SIGTERM)
         if self.writer is not None:
             self.writer.close()
         logger.info("stage %s done: %.1f s of training; checkpoint %s",
