@@ -37,6 +37,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import time
@@ -348,29 +349,49 @@ def run_all(runs: list[Run], jobs: int = 1) -> dict[tuple[Path, int, str], dict]
     pending = sorted(runs, key=lambda run: -followers[run.recipe.name])  # stable: the given order within
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads or loaders
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, _clock["start"])) as pool:
-        running: dict = {}
-        try:
-            while pending or running:
-                ready = [r for r in pending if all(r.after(n) in results for n in r.recipe.needs)]
-                done_before = [r for r in ready if r.result_path.is_file()]
-                for run in done_before:  # read back here, not in a worker; it may ready others
-                    pending.remove(run)
-                    results[run.after(run.recipe.name)] = _run(run, results)
-                if done_before:
-                    continue
-                for run in ready[:jobs - len(running)]:
-                    pending.remove(run)
-                    running[pool.submit(_run_in_worker, run, _needed(run, results))] = run
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    run = running.pop(future)
-                    results[run.after(run.recipe.name)] = future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # the running ones save their checkpoints first
-            raise
+    stop_on_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(threads, _clock["start"])) as pool:
+            _schedule(pool, pending, jobs, results)
+    except KeyboardInterrupt:
+        raise click.ClickException("stopped: the runs in progress saved their checkpoints; run the proof again "
+                                   "with the same --out to continue") from None
+    finally:
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     return results
+
+
+def _schedule(pool: ProcessPoolExecutor, pending: list[Run], jobs: int, results: dict) -> None:
+    running: dict = {}
+    try:
+        while pending or running:
+            ready = [r for r in pending if all(r.after(n) in results for n in r.recipe.needs)]
+            done_before = [r for r in ready if r.result_path.is_file()]
+            for run in done_before:  # read back here, not in a worker; it may ready others
+                pending.remove(run)
+                results[run.after(run.recipe.name)] = _run(run, results)
+            if done_before:
+                continue
+            for run in ready[:jobs - len(running)]:
+                pending.remove(run)
+                running[pool.submit(_run_in_worker, run, _needed(run, results))] = run
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = running.pop(future)
+                results[run.after(run.recipe.name)] = future.result()
+    except BaseException:
+        # Stopped, or a run failed: the running ones save a checkpoint and stop too, so that a
+        # rerun continues them. A terminal's Ctrl-C reaches them itself; a signal sent to this
+        # process alone is passed on (idle workers ignore it).
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _needed(run: Run, results: dict) -> dict[str, dict]:
@@ -382,6 +403,7 @@ def _run(run: Run, results: dict) -> dict:
 
 
 def _start_worker(threads: int, start: float) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a training run stops on it, saving first
     torch.set_num_threads(threads)
     _clock.update(start=start, console=sys.stderr)
 

@@ -2,6 +2,9 @@
 start from their warmup, the table adds up, and a rerun continues instead of training again."""
 
 import json
+import os
+import signal
+import sys
 
 import click
 import numpy as np
@@ -12,7 +15,7 @@ from click.testing import CliRunner
 from s2d_fast.bench import proof
 from s2d_fast.config import ConfigError, load_config
 
-from helpers import tiny_run
+from helpers import signal_after_first_epoch, tiny_run
 
 
 def _overrides(root):
@@ -152,6 +155,25 @@ def test_parallel_jobs_train_each_run_after_its_start(tiny_dataset, tmp_path, mo
     monkeypatch.setattr("s2d_fast.bench.proof.train", lambda cfg: pytest.fail("trained again"))
     again = proof.run_proof([0, 1], out, _overrides(tiny_dataset), recipes, jobs=2)
     assert again["rows"] == summary["rows"]
+
+
+def test_a_stopped_parallel_proof_stops_its_runs_with_a_checkpoint(tiny_dataset, tmp_path):
+    """SIGTERM to the proof alone (as a batch system sends it) reaches the runs in its workers:
+    each writes a checkpoint and stops, and the proof says how to continue, with no traceback."""
+    out = tmp_path / "proof"
+    command = [sys.executable, "-m", "s2d_fast", "bench", "proof", "--tasks", "tiles", "--seeds", "0",
+               "--recipes", "uniform,synopsis", "--jobs", "2", "--out", str(out), *_overrides(tiny_dataset),
+               "TRAIN.EPOCHS", "50"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    returncode, output = signal_after_first_epoch(command, env, out / "tiles" / "seed0" / "uniform" / "log_warmup.txt",
+                                                  signal.SIGTERM)
+    assert returncode == 1, output
+    assert "stopped: the runs in progress saved their checkpoints; run the proof again with the same --out" in output
+    assert "Traceback" not in output
+    for name in ("uniform", "synopsis"):
+        state = torch.load(out / "tiles" / "seed0" / name / "checkpoints" / "warmup-last.pt", weights_only=True)
+        assert 0 < state["epoch"] < 50 or state["iteration"] > 0
+        assert "checkpoint written" in (out / "tiles" / "seed0" / name / "log_warmup.txt").read_text()
 
 
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
