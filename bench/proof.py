@@ -42,6 +42,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,6 +358,9 @@ def run_all(runs: list[Run], jobs: int = 1) -> dict[tuple[Path, int, str], dict]
     except KeyboardInterrupt:
         raise click.ClickException("stopped: the runs in progress saved their checkpoints; run the proof again "
                                    "with the same --out to continue") from None
+    except BrokenProcessPool:
+        raise click.ClickException("a worker process died (killed: out of memory?); run the proof again with the "
+                                   "same --out to continue, with fewer --jobs if it was memory") from None
     finally:
         signal.signal(signal.SIGTERM, stop_on_sigterm)
     return results

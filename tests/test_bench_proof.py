@@ -4,7 +4,10 @@ start from their warmup, the table adds up, and a rerun continues instead of tra
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -174,6 +177,37 @@ def test_a_stopped_parallel_proof_stops_its_runs_with_a_checkpoint(tiny_dataset,
         state = torch.load(out / "tiles" / "seed0" / name / "checkpoints" / "warmup-last.pt", weights_only=True)
         assert 0 < state["epoch"] < 50 or state["iteration"] > 0
         assert "checkpoint written" in (out / "tiles" / "seed0" / name / "log_warmup.txt").read_text()
+
+
+def _worker_writing_to(parent: int, folder) -> int:
+    """The worker process of `parent` with a file open in `folder` (its run's console.txt)."""
+    workers = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True, text=True)
+    for pid in map(int, workers.stdout.split()):
+        fds = Path(f"/proc/{pid}/fd")
+        if any(str(folder) in os.readlink(fd) for fd in fds.iterdir()):
+            return pid
+    raise AssertionError(f"no worker writes to {folder}")
+
+
+def test_a_killed_worker_stops_the_proof_with_one_line(tiny_dataset, tmp_path):
+    """A worker killed outright (as the out-of-memory killer does) ends the proof with a line
+    that says what happened and how to continue; the other run saves its checkpoint."""
+    out = tmp_path / "proof"
+    command = [sys.executable, "-m", "s2d_fast", "bench", "proof", "--tasks", "tiles", "--seeds", "0",
+               "--recipes", "uniform,synopsis", "--jobs", "2", "--out", str(out), *_overrides(tiny_dataset),
+               "TRAIN.EPOCHS", "50"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = [out / "tiles" / "seed0" / name / "log_warmup.txt" for name in ("uniform", "synopsis")]
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(log.exists() and "epoch 1/" in log.read_text() for log in logs):
+        time.sleep(0.1)
+    uniform = _worker_writing_to(proc.pid, out / "tiles" / "seed0" / "uniform")
+    os.kill(uniform, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    assert "a worker process died (killed: out of memory?); run the proof again with the same --out" in output
+    assert "Traceback" not in output
+    assert "checkpoint written" in logs[1].read_text()
 
 
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
