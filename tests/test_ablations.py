@@ -113,18 +113,19 @@ def test_bilinear_sampler_agrees_with_sample_details_reference():
     assert torch.allclose(out["detail"], ref, atol=1e-4)
 
 
-def test_snet_lr_ratio_zero_freezes_snet_including_bn():
+@pytest.mark.parametrize("stage", ["warmup", "sampling"])
+def test_snet_lr_ratio_zero_freezes_snet_including_bn(stage):
+    """In both stages, as the authors' factor on SNet's parameter groups applies to both."""
     cfg = small_cfg("S2D.SNET_LR_RATIO", "0")
     model = build_model(cfg, 10)
-    model.set_stage("sampling")
+    model.set_stage(stage)
     model.train()
     assert not any(p.requires_grad for p in model.snet.parameters())
+    assert all(p.requires_grad for p in model.dnet.parameters())
     assert not model.snet.training and model.dnet.training
     stats = model.snet.stem[0][1].running_mean.clone()
     model(*batch()[:2])
     assert torch.equal(stats, model.snet.stem[0][1].running_mean)
-    model.set_stage("warmup")
-    assert all(p.requires_grad for p in model.snet.parameters())
 
 
 @pytest.mark.parametrize("theta", ["conv3d", "trunk"])  # the trunk's heads start small and random, not zero
@@ -157,6 +158,9 @@ def test_lr_ratios_of_the_sampling_stage():
     assert ratios["embed.weight"] == 10
     assert ratios["snet.fc.weight"] == pytest.approx(0.1)
     assert ratios["classifier.weight"] == 1
+    model.set_stage("warmup")  # SNet's factor holds in the warmup too; f_theta does not train there
+    ratios = model.lr_ratios(cfg)
+    assert ratios["snet.stem.0.0.weight"] == pytest.approx(0.1) and ratios["classifier.weight"] == 1
 
 
 def test_new_classifier_learns_faster_on_a_pretrained_backbone():

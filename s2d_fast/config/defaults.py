@@ -165,7 +165,7 @@ _C.S2D.EVIDENCE_MAP = "cam"  # the evidence's map: cam (SNet's class activation 
 _C.S2D.SAMPLER_ANCHOR = "identity"  # what f_theta's outputs move the sampler from: identity (uniform whole frames, the paper's) | evidence (where SNet's evidence is, at EVIDENCE_ZOOM; ours)
 _C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
 _C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
-_C.S2D.SNET_LR_RATIO = 1.0  # sampling stage: SNet's learning rate over TRAIN.BASE_LR; 0 freezes it
+_C.S2D.SNET_LR_RATIO = 1.0  # both stages: SNet's learning rate over TRAIN.BASE_LR (authors' factor on its groups); 0 freezes it
 _C.S2D.TRAIN_ONLY_PARAMS = []  # sampling stage: train only parameters whose names start so
 
 _C.KERNELS = CfgNode()

@@ -250,7 +250,7 @@ class S2DNet(VideoModel):
 
     @property
     def snet_frozen(self) -> bool:
-        return self.stage == "sampling" and self.snet_lr_ratio == 0
+        return self.snet_lr_ratio == 0
 
     @property
     def sampler_held(self) -> bool:
@@ -261,13 +261,13 @@ class S2DNet(VideoModel):
 
     def trains(self, name: str) -> bool:
         """warmup: the sampler is fixed and f_theta does not train. sampling: f_theta
-        learns; `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included), `S2D.SAMPLER_LR_RATIO
-        0` f_theta, and `S2D.TRAIN_ONLY_PARAMS` limits training to the parameters whose names
-        start so."""
+        learns. In both, `S2D.SNET_LR_RATIO 0` freezes SNet (BN statistics included); in sampling
+        `S2D.SAMPLER_LR_RATIO 0` holds f_theta, and `S2D.TRAIN_ONLY_PARAMS` limits training to
+        the parameters whose names start so."""
         if not super().trains(name):
             return False
         if self.stage == "warmup":
-            return not name.startswith(_SAMPLER_PARTS)
+            return not (name.startswith(_SAMPLER_PARTS) or (self.snet_frozen and name.startswith("snet.")))
         if self.sampler_held and name.startswith(_SAMPLER_PARTS):
             return False
         if self.train_only:  # the base class kept only their prefixes
@@ -285,11 +285,13 @@ class S2DNet(VideoModel):
                      if spec != "none")
 
     def lr_ratio(self, name: str, cfg) -> float:
-        """Sampling stage: f_theta at S2D.SAMPLER_LR_RATIO, times the spatial or temporal ratio for
-        its branches, SNet at S2D.SNET_LR_RATIO; warmup as every model."""
+        """SNet at S2D.SNET_LR_RATIO in both stages (the authors multiply SNet's groups by it);
+        in warmup otherwise as every model; in sampling f_theta at S2D.SAMPLER_LR_RATIO, times the
+        spatial or temporal ratio for its branches."""
         s2d = cfg.S2D
         if self.stage != "sampling":
-            return super().lr_ratio(name, cfg)
+            ratio = super().lr_ratio(name, cfg)
+            return ratio * s2d.SNET_LR_RATIO if name.startswith("snet.") else ratio
         if name.startswith("snet."):
             return s2d.SNET_LR_RATIO
         if not name.startswith(_SAMPLER_PARTS):
