@@ -384,12 +384,14 @@ def _schedule(pool: ProcessPoolExecutor, pending: list[Run], jobs: int, results:
             for future in finished:
                 run = running.pop(future)
                 results[run.after(run.recipe.name)] = future.result()
-    except BaseException:
+    except BaseException as error:
         # Stopped, or a run failed: the running ones save a checkpoint and stop too, so that a
-        # rerun continues them. A terminal's Ctrl-C reaches them itself; a signal sent to this
-        # process alone is passed on (idle workers ignore it).
-        for worker in multiprocessing.active_children():
-            os.kill(worker.pid, signal.SIGINT)
+        # rerun continues them, on one signal each (a second one stops a run at once). The
+        # workers are in a process group of their own, out of the terminal's Ctrl-C, so this is
+        # the one; when a worker died, the pool has sent the others SIGTERM itself.
+        if not isinstance(error, BrokenProcessPool):
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGINT)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
 
@@ -407,6 +409,7 @@ def _run(run: Run, results: dict) -> dict:
 
 
 def _start_worker(threads: int, start: float) -> None:
+    os.setpgrp()  # a terminal's Ctrl-C reaches the proof, which passes it on once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a training run stops on it, saving first
     torch.set_num_threads(threads)
     _clock.update(start=start, console=sys.stderr)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from s2d_fast.bench import proof
 from s2d_fast.config import ConfigError, load_config
 
-from helpers import signal_after_first_epoch, tiny_run
+from helpers import tiny_run
 
 
 def _overrides(root):
@@ -167,9 +167,11 @@ def test_a_stopped_parallel_proof_stops_its_runs_with_a_checkpoint(tiny_dataset,
     command = [sys.executable, "-m", "s2d_fast", "bench", "proof", "--tasks", "tiles", "--seeds", "0",
                "--recipes", "uniform,synopsis", "--jobs", "2", "--out", str(out), *_overrides(tiny_dataset),
                "TRAIN.EPOCHS", "50"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    returncode, output = signal_after_first_epoch(command, env, out / "tiles" / "seed0" / "uniform" / "log_warmup.txt",
-                                                  signal.SIGTERM)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_first_epochs(out / "tiles" / "seed0", ("uniform", "synopsis"))  # both runs are training
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    returncode = proc.returncode
     assert returncode == 1, output
     assert "stopped: the runs in progress saved their checkpoints; run the proof again with the same --out" in output
     assert "Traceback" not in output
@@ -177,6 +179,15 @@ def test_a_stopped_parallel_proof_stops_its_runs_with_a_checkpoint(tiny_dataset,
         state = torch.load(out / "tiles" / "seed0" / name / "checkpoints" / "warmup-last.pt", weights_only=True)
         assert 0 < state["epoch"] < 50 or state["iteration"] > 0
         assert "checkpoint written" in (out / "tiles" / "seed0" / name / "log_warmup.txt").read_text()
+
+
+def _wait_for_first_epochs(folder, names, timeout=300.0) -> list[Path]:
+    """The runs' training logs, once each shows its first epoch (or after `timeout` s)."""
+    logs = [folder / name / "log_warmup.txt" for name in names]
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(log.exists() and "epoch 1/" in log.read_text() for log in logs):
+        time.sleep(0.1)
+    return logs
 
 
 def _worker_writing_to(parent: int, folder) -> int:
@@ -197,10 +208,7 @@ def test_a_killed_worker_stops_the_proof_with_one_line(tiny_dataset, tmp_path):
                "--recipes", "uniform,synopsis", "--jobs", "2", "--out", str(out), *_overrides(tiny_dataset),
                "TRAIN.EPOCHS", "50"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    logs = [out / "tiles" / "seed0" / name / "log_warmup.txt" for name in ("uniform", "synopsis")]
-    deadline = time.time() + 300
-    while time.time() < deadline and not all(log.exists() and "epoch 1/" in log.read_text() for log in logs):
-        time.sleep(0.1)
+    logs = _wait_for_first_epochs(out / "tiles" / "seed0", ("uniform", "synopsis"))
     uniform = _worker_writing_to(proc.pid, out / "tiles" / "seed0" / "uniform")
     os.kill(uniform, signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
