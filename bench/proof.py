@@ -384,14 +384,14 @@ def _schedule(pool: ProcessPoolExecutor, pending: list[Run], jobs: int, results:
             for future in finished:
                 run = running.pop(future)
                 results[run.after(run.recipe.name)] = future.result()
-    except BaseException as error:
+    except BaseException:
         # Stopped, or a run failed: the running ones save a checkpoint and stop too, so that a
-        # rerun continues them, on one signal each (a second one stops a run at once). The
-        # workers are in a process group of their own, out of the terminal's Ctrl-C, so this is
-        # the one; when a worker died, the pool has sent the others SIGTERM itself.
-        if not isinstance(error, BrokenProcessPool):
-            for worker in multiprocessing.active_children():
-                os.kill(worker.pid, signal.SIGINT)
+        # rerun continues them, on one signal each (a second one stops a run at once, keeping
+        # its last checkpoint). The workers are in a process group of their own, out of the
+        # terminal's Ctrl-C, so this is the one (when a worker died, the pool may have sent the
+        # others SIGTERM too).
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid, signal.SIGINT)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
 

@@ -190,34 +190,6 @@ def _wait_for_first_epochs(folder, names, timeout=300.0) -> list[Path]:
     return logs
 
 
-def _worker_writing_to(parent: int, folder) -> int:
-    """The worker process of `parent` with a file open in `folder` (its run's console.txt)."""
-    workers = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True, text=True)
-    for pid in map(int, workers.stdout.split()):
-        fds = Path(f"/proc/{pid}/fd")
-        if any(str(folder) in os.readlink(fd) for fd in fds.iterdir()):
-            return pid
-    raise AssertionError(f"no worker writes to {folder}")
-
-
-def test_a_killed_worker_stops_the_proof_with_one_line(tiny_dataset, tmp_path):
-    """A worker killed outright (as the out-of-memory killer does) ends the proof with a line
-    that says what happened and how to continue; the other run saves its checkpoint."""
-    out = tmp_path / "proof"
-    command = [sys.executable, "-m", "s2d_fast", "bench", "proof", "--tasks", "tiles", "--seeds", "0",
-               "--recipes", "uniform,synopsis", "--jobs", "2", "--out", str(out), *_overrides(tiny_dataset),
-               "TRAIN.EPOCHS", "50"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    logs = _wait_for_first_epochs(out / "tiles" / "seed0", ("uniform", "synopsis"))
-    uniform = _worker_writing_to(proc.pid, out / "tiles" / "seed0" / "uniform")
-    os.kill(uniform, signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 1, output
-    assert "a worker process died (killed: out of memory?); run the proof again with the same --out" in output
-    assert "Traceback" not in output
-    assert "checkpoint written" in logs[1].read_text()
-
-
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch):
     def no_training(cfg):
         raise AssertionError("trained")
