@@ -169,7 +169,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
 
 def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], done: dict) -> dict:
     """Train and evaluate one recipe for one seed (or read its earlier result)."""
-    result_path = Run(out_dir, (), seed, recipe).result_path
+    result_path = _result_path(out_dir, seed, recipe.name)
     if result_path.is_file():
         _progress(f"{out_dir.name} seed {seed}: {recipe.name} done before, reading {result_path}")
         result = json.loads(result_path.read_text())
@@ -331,7 +331,11 @@ class Run:
 
     @property
     def result_path(self) -> Path:
-        return self.out_dir / f"seed{self.seed}" / self.recipe.name / "result.json"
+        return _result_path(self.out_dir, self.seed, self.recipe.name)
+
+
+def _result_path(out_dir: Path, seed: int, name: str) -> Path:
+    return out_dir / f"seed{seed}" / name / "result.json"
 
 
 def run_all(runs: list[Run], jobs: int = 1) -> dict[tuple[Path, int, str], dict]:
@@ -344,7 +348,7 @@ def run_all(runs: list[Run], jobs: int = 1) -> dict[tuple[Path, int, str], dict]
     results: dict[tuple[Path, int, str], dict] = {}
     if jobs == 1:
         for run in runs:
-            results[run.after(run.recipe.name)] = _run(run, results)
+            results[run.after(run.recipe.name)] = _run(run, _needed(run, results))
         return results
     followers = {r.name: sum(r.name in other.needs for other in RECIPES) for r in RECIPES}
     pending = sorted(runs, key=lambda run: -followers[run.recipe.name])  # stable: the given order within
@@ -374,7 +378,7 @@ def _schedule(pool: ProcessPoolExecutor, pending: list[Run], jobs: int, results:
             done_before = [r for r in ready if r.result_path.is_file()]
             for run in done_before:  # read back here, not in a worker; it may ready others
                 pending.remove(run)
-                results[run.after(run.recipe.name)] = _run(run, results)
+                results[run.after(run.recipe.name)] = _run(run, _needed(run, results))
             if done_before:
                 continue
             for run in ready[:jobs - len(running)]:
@@ -404,8 +408,8 @@ def _needed(run: Run, results: dict) -> dict[str, dict]:
     return {name: results[run.after(name)] for name in run.recipe.needs}
 
 
-def _run(run: Run, results: dict) -> dict:
-    return run_recipe(run.recipe, run.seed, run.out_dir, list(run.overrides), _needed(run, results))
+def _run(run: Run, done: dict[str, dict]) -> dict:
+    return run_recipe(run.recipe, run.seed, run.out_dir, list(run.overrides), done)
 
 
 def _start_worker(threads: int, start: float) -> None:
@@ -421,7 +425,7 @@ def _run_in_worker(run: Run, done: dict[str, dict]) -> dict:
     folder = run.result_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "console.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        return run_recipe(run.recipe, run.seed, run.out_dir, list(run.overrides), done)
+        return _run(run, done)
 
 
 def _plan(seeds: list[int], out_dir: Path, overrides: list[str], chosen: list[Recipe]) -> list[Run]:
