@@ -128,6 +128,32 @@ def test_snet_lr_ratio_zero_freezes_snet_including_bn(stage):
     assert torch.equal(stats, model.snet.stem[0][1].running_mean)
 
 
+def test_frozen_snet_is_not_backpropagated_through():
+    """Frozen, SNet's saliency is its only backward pass: the loss's gradient stops at SNet (a
+    second pass through it computed a gradient nothing used), and DNet's gradient is the same."""
+    frames, n_valid, labels = batch()
+    cfg = small_cfg("S2D.SNET_LR_RATIO", "0", "S2D.WARMUP_WINDOW", "evidence", "S2D.EVIDENCE_MAP", "saliency")
+    torch.manual_seed(0)
+    model = build_model(cfg, 10)
+    model.set_stage("warmup")
+    model.train()
+    torch.manual_seed(1)  # the same dropout in both forwards
+    out = model(frames, n_valid)
+    assert not out["z_s"].requires_grad
+    model.loss(out, labels)["loss"].backward()
+    model.snet_lr_ratio = 1.0  # the same weights with SNet's graph kept, as when SNet trains
+    for p in model.snet.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(1)
+    kept = model(frames, n_valid)
+    assert kept["z_s"].requires_grad
+    grads = {n: p.grad.clone() for n, p in model.dnet.named_parameters()}
+    model.zero_grad()
+    model.loss(kept, labels)["loss"].backward()
+    for n, p in model.dnet.named_parameters():
+        assert torch.allclose(p.grad, grads[n], atol=1e-6), n
+
+
 @pytest.mark.parametrize("theta", ["conv3d", "trunk"])  # the trunk's heads start small and random, not zero
 def test_sampler_lr_ratio_zero_holds_f_theta_at_the_warmups_placement(theta):
     cfg = small_cfg("S2D.SAMPLER_LR_RATIO", "0", "S2D.THETA", theta)

@@ -328,12 +328,15 @@ class S2DNet(VideoModel):
             e = self.snet.forward_features(x_s)
             z_s = self.snet.classify(e)
             top = z_s.detach().argmax(1, keepdim=True)
-            (grad,) = torch.autograd.grad(z_s.gather(1, top).sum(), x_s, retain_graph=torch.is_grad_enabled())
+            # The loss reaches through SNet only where SNet trains; frozen, its graph would cost
+            # a second backward pass through SNet for a gradient nothing uses.
+            keep_graph = torch.is_grad_enabled() and not self.snet_frozen
+            (grad,) = torch.autograd.grad(z_s.gather(1, top).sum(), x_s, retain_graph=keep_graph)
         saliency = (grad * x_s.detach()).abs().sum(1, keepdim=True).float()
         side = x_s.shape[-1]
         box = 2 * round(side / 14) + 1
         saliency = F.avg_pool2d(saliency, box, 1, box // 2, count_include_pad=False)
-        if not torch.is_grad_enabled():  # inference: only the saliency needed the graph
+        if not keep_graph:  # only the saliency needed the graph
             e, z_s = e.detach(), z_s.detach()
         return e, z_s, saliency.view(z_s.shape[0], -1, *saliency.shape[-2:])
 
