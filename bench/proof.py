@@ -59,7 +59,7 @@ from s2d_fast.data.loader import build_loader
 from s2d_fast.data.synthetic import read_meta, render_video
 from s2d_fast.engine.evaluate import load_for_eval
 from s2d_fast.engine.runtime import autocast, training_amp
-from s2d_fast.engine.trainer import train
+from s2d_fast.engine.trainer import StopRequest, train
 from s2d_fast.models.flops import config_gflops
 from s2d_fast.models.sampler import uniform_indices
 
@@ -425,7 +425,8 @@ def _run_in_worker(run: Run, done: dict[str, dict]) -> dict:
     folder = run.result_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "console.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        return _run(run, done)
+        with StopRequest():  # a stop while the run is set up reaches its training loop
+            return _run(run, done)
 
 
 def _plan(seeds: list[int], out_dir: Path, overrides: list[str], chosen: list[Recipe]) -> list[Run]:

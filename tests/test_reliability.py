@@ -241,6 +241,22 @@ def test_a_second_signal_during_the_write_waits_for_it(tiny_dataset, tmp_path, m
     assert err.value.exit_code == 130
 
 
+def test_a_stop_before_training_began_stops_after_one_step(tiny_dataset, tmp_path):
+    """`bench proof`'s worker holds a StopRequest while it sets a run up; a signal then is the
+    run's own: one step, a checkpoint, a stopped result (it used to be ignored)."""
+    from s2d_fast.engine import trainer as trainer_module
+    from s2d_fast.engine.distributed import DistContext
+
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path / "run", "TRAIN.EPOCHS", "3"))
+    with trainer_module.StopRequest():
+        os.kill(os.getpid(), signal.SIGTERM)
+        result = trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).run()
+    assert result["stopped"] and result["signal"] == signal.SIGTERM
+    assert (result["epoch"], result["iteration"]) == (0, 1)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert (state["epoch"], state["iteration"]) == (0, 1)
+
+
 # --- 8, 9. values and inputs that used to give tracebacks ------------------------------------
 
 def test_yaml_reads_exponent_rates_as_floats(tmp_path):

@@ -46,7 +46,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
 class StopRequest:
     """SIGTERM or SIGINT asks the loop to finish its step, write a checkpoint and exit with
     128 + the signal's number. A second signal while a checkpoint is written waits for the
-    write; outside a write it stops at once (`RunInterrupted`), the last checkpoint intact."""
+    write; outside a write it stops at once (`RunInterrupted`), the last checkpoint intact. A
+    StopRequest entered inside another takes over a stop the outer one already received."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -60,6 +61,12 @@ class StopRequest:
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+            outer = getattr(self._previous[sig], "__self__", None)
+            if isinstance(outer, StopRequest) and outer.requested and not self.requested:
+                # e.g. `bench proof`'s worker while it set this run up: the stop is this run's too
+                self.signal = outer.signal
+                logger.info("%s received before training began: one step, then a checkpoint",
+                            signal.Signals(self.signal).name)
         return self
 
     def _handle(self, signum, frame):
