@@ -15,6 +15,13 @@ def test_bench_data_reports_every_loader(tiny_dataset, tmp_path):
     assert (tmp_path / "data.json").is_file()
 
 
+def test_bench_data_times_the_decoded_cache_in_a_later_epoch(tiny_dataset, tmp_path):
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "DATA.NUM_WORKERS", "0", "TRAIN.BATCH_SIZE", "2",
+                                     "DATA.DECODED_CACHE_MB", "64"))
+    result = bench_data(cfg, num_batches=1, backends=("pyav",), repeats=1)
+    assert set(result["rows"]) == {"pyav", "pyav-cached", "baseline"}
+
+
 def test_bench_train_times_every_mode(tiny_dataset, tmp_path):
     from s2d_fast.bench.train import bench_train
 

@@ -148,6 +148,44 @@ def test_batches_do_not_depend_on_workers_and_change_with_epoch(tiny):
     assert not torch.equal(serial[0]["frames"], other[0]["frames"])
 
 
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_the_decoded_cache_gives_the_decoders_samples_and_decodes_each_video_once(tiny, split, monkeypatch):
+    from s2d_fast.data import dataset as D
+    calls = []
+    decode = D.decode_video
+    monkeypatch.setattr(D, "decode_video", lambda path, indices, size: calls.append(path) or decode(path, indices, size))
+    plain = L.build_dataset(_cfg(tiny), split)
+    cached = L.build_dataset(_cfg(tiny, "DATA.DECODED_CACHE_MB", "64"), split)
+    for epoch in range(3):
+        for i in range(len(plain)):
+            a, b = plain[(epoch, i)], cached[(epoch, i)]
+            assert torch.equal(a["frames"], b["frames"]) and a["n_valid"] == b["n_valid"] and a["label"] == b["label"]
+    assert len(calls) == 3 * len(plain) + len(plain)  # the plain set every epoch, the cached one once
+    assert len(cached.decoded.entries) == len(plain)
+    if split == "train":  # every frame kept, as the next epoch draws others
+        assert cached.decoded.used == len(plain) * 16 * 64 * 64 * 3
+    else:
+        assert cached.decoded.used == len(plain) * 8 * 64 * 64 * 3
+
+
+def test_a_full_decoded_cache_keeps_what_it_has_and_decodes_the_rest(tiny):
+    plain = L.build_dataset(_cfg(tiny), "train")
+    cached = L.build_dataset(_cfg(tiny, "DATA.DECODED_CACHE_MB", "1"), "train")  # 1 MiB: 5 of the 6 videos
+    for epoch in range(2):
+        for i in range(len(plain)):
+            assert torch.equal(plain[(epoch, i)]["frames"], cached[(epoch, i)]["frames"])
+    assert len(cached.decoded.entries) == 5 and cached.decoded.full
+    assert cached.decoded.used <= 2**20
+
+
+def test_the_decoded_cache_budget_cannot_be_negative_and_belongs_to_the_pyav_backend():
+    with pytest.raises(ConfigError, match="DATA.DECODED_CACHE_MB"):
+        load_config(None, ["DATA.DECODED_CACHE_MB", "-1"])
+    with pytest.raises(ConfigError, match=r"DATA.DECODED_CACHE_MB \(64\) keeps frames the PyAV backend decoded"):
+        load_config(None, ["DATA.DECODED_CACHE_MB", "64", "DATA.BACKEND", "dali"])
+    assert L.choose_backend(load_config(None, ["DATA.DECODED_CACHE_MB", "64"])) == "pyav"  # auto
+
 def test_eval_is_a_centre_crop_of_the_centre_frames(tiny):
     dataset = L.build_dataset(_cfg(tiny), "val")
     sample = dataset[1]

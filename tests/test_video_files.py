@@ -113,18 +113,19 @@ def test_rotation_metadata_turns_frames_upright(tmp_path, backend):
     assert extracted.shape == (48, 32, 3) and np.abs(extracted.astype(int) - upright).mean() < 6
 
 
-def test_a_truncated_video_is_read_to_its_real_end_and_said_once(tmp_path, caplog):
+@pytest.mark.parametrize("cache_mb", ["0", "16"])
+def test_a_truncated_video_is_read_to_its_real_end_and_said_once(tmp_path, caplog, cache_mb):
     _write(tmp_path / "full.webm", [GRAY_STEP * i for i in range(48)])
     data = (tmp_path / "full.webm").read_bytes()
     (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])
     real = L.probe_video(str(tmp_path / "cut.webm")).num_frames
     assert 0 < real < 48
     (tmp_path / "val.txt").write_text("cut.webm 48 0\n")
-    loader = L.build_loader(_cfg(tmp_path, "pyav"), "val")
+    loader = L.build_loader(_cfg(tmp_path, "pyav", "DATA.DECODED_CACHE_MB", cache_mb), "val")
     with caplog.at_level(logging.WARNING):
-        for _ in range(2):
+        for _ in range(2):  # with the cache, the second read comes from it
             (batch,) = list(loader)
-    assert batch["valid"].tolist() == [True]
+    assert batch["valid"].tolist() == [True] and batch["n_valid"].tolist() == [8]
     levels = _levels(batch["frames"][0].numpy())
     assert levels == L.segment_indices(real, 8, train=False)[0].tolist()  # spread over what is there
     said = [r.message for r in caplog.records if "the list says 48 frames" in r.message]

@@ -32,6 +32,7 @@ _MINIMUMS = {
     "TEST.BATCH_SIZE": 1,
     "DATA.NUM_CANDIDATES": 1,
     "DATA.NUM_WORKERS": 0,
+    "DATA.DECODED_CACHE_MB": 0,
     "SNET.NUM_FRAMES": 1,
     "DNET.NUM_FRAMES": 1,
     "DATA.MAX_FRAMES": 1,
@@ -102,6 +103,9 @@ def _check_views(cfg: CfgNode) -> None:
             raise ConfigError(f"config key {key} needs three numbers, one per RGB channel; got {value!r}")
     if min(data.STD) <= 0:
         raise ConfigError(f"config key DATA.STD must be positive; got {list(data.STD)!r}")
+    if data.DECODED_CACHE_MB and data.BACKEND == "dali":
+        raise ConfigError(f"config key DATA.DECODED_CACHE_MB ({data.DECODED_CACHE_MB}) keeps frames the PyAV backend "
+                          "decoded; with DATA.BACKEND dali set it to 0, or choose DATA.BACKEND pyav or auto")
 
 
 def _check_backbones(cfg: CfgNode) -> None:

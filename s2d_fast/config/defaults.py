@@ -76,8 +76,9 @@ _C.DATA.CROP_SIZE = 224  # side of the square crop handed to the model (detail r
 _C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean for normalisation, on [0, 1] pixels
 _C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std for normalisation, on [0, 1] pixels
 _C.DATA.NUM_WORKERS = 2  # DataLoader worker processes per training process
+_C.DATA.DECODED_CACHE_MB = 0  # MiB of decoded frames each loading process keeps per split, so later epochs skip decoding (0 = off; PyAV backend)
 _C.DATA.CACHE_DIR = "~/.cache/s2d_fast"  # where the built-in dataset is generated on first use
-_C.DATA.BACKEND = "auto"  # decoding: auto (DALI where installed) | dali | pyav (DataLoader workers)
+_C.DATA.BACKEND = "auto"  # decoding: auto (DALI where installed; PyAV with DECODED_CACHE_MB) | dali | pyav (DataLoader workers)
 _C.DATA.NUM_CLIPS = 1  # evaluation: temporal clips per video, their scores averaged
 _C.DATA.NUM_CROPS = 1  # evaluation: spatial crops per clip, 1 (centre) or 3 (ends and centre)
 _C.DATA.ON_BAD_SAMPLE = "skip"  # unreadable video or list row: skip (log, replace/score wrong) | error

@@ -79,6 +79,48 @@ class SampleNotes:
             self.note(note, replaced)
 
 
+
+
+class DecodedCache:
+    """Decoded frames kept in this process's memory, up to `budget_mb`, so that later epochs skip
+    the decoder (`DATA.DECODED_CACHE_MB`). A video's entry holds the frames at its `kept` indices
+    (every frame for training); a read of indices it holds returns exactly what decoding them
+    would (a truncated video's `available` only where a read reaches past its end). Once full it
+    keeps what it has: with shuffled epochs an eviction would only trade one miss for another."""
+
+    def __init__(self, budget_mb: int):
+        self.budget = budget_mb * 2**20
+        self.used = 0
+        self.full = False
+        self.entries: dict[Path, tuple[np.ndarray, np.ndarray, int | None]] = {}
+
+    @staticmethod
+    def select(entry: tuple[np.ndarray, np.ndarray, int | None], indices: np.ndarray):
+        """The frames at `indices` and the truncation `decode_video` would report, or None if
+        `entry` does not hold them."""
+        kept, frames, available = entry
+        if np.array_equal(kept, indices):
+            picked = frames
+        elif np.array_equal(kept, np.arange(len(kept))) and indices.max(initial=0) < len(kept):
+            picked = frames[indices]
+        else:
+            return None
+        return picked, (available if available is not None and indices.max(initial=0) >= available else None)
+
+    def get(self, path: Path, indices: np.ndarray):
+        entry = self.entries.get(path)
+        return None if entry is None else self.select(entry, indices)
+
+    def put(self, path: Path, entry: tuple[np.ndarray, np.ndarray, int | None]) -> None:
+        """Keep `entry` (kept indices, their frames, truncation) if the budget allows."""
+        size = entry[1].nbytes
+        if self.used + size > self.budget:
+            self.full = True
+            return
+        self.entries[path] = entry
+        self.used += size
+
+
 class VideoDataset(Dataset):
     """Samples `{"frames", "n_valid", "label", "index", "valid", "notes"}` from a list of videos.
 
@@ -115,6 +157,7 @@ class VideoDataset(Dataset):
         every_frame: bool = False,
         trim_div: int = 16,
         frame_stride: int = 1,
+        decoded_cache_mb: int = 0,
     ):
         self.records = records
         self.root = Path(root)
@@ -136,6 +179,7 @@ class VideoDataset(Dataset):
         self.every_frame = every_frame
         self.trim_div = trim_div
         self.frame_stride = frame_stride
+        self.decoded = DecodedCache(decoded_cache_mb)
         self.notes = SampleNotes()
         self.rejected: list[RejectedRow] = []  # rows of the list file left out as malformed
 
@@ -212,11 +256,24 @@ class VideoDataset(Dataset):
         frames = views[0] if self.num_views == 1 else views
         return {"frames": frames, "n_valid": n_valid, "label": label, "index": index, "valid": True}
 
-    def _read(self, record: VideoRecord, indices: np.ndarray) -> tuple[np.ndarray, int | None]:
-        path = self.root / record.path
+    def _decode(self, path: Path, indices: np.ndarray) -> tuple[np.ndarray, int | None]:
         if self.fmt == "frames":
             return read_frames(path, indices, self.scale_size, self.frame_template)
         return decode_video(path, indices, self.scale_size)
+
+    def _read(self, record: VideoRecord, indices: np.ndarray, num_frames: int) -> tuple[np.ndarray, int | None]:
+        path = self.root / record.path
+        hit = self.decoded.get(path, indices)
+        if hit is not None:
+            return hit
+        if not self.decoded.budget or self.decoded.full:
+            return self._decode(path, indices)
+        # Training draws other frames every epoch, so it keeps every frame of the video;
+        # evaluation reads the same frames each time and keeps only those.
+        kept = np.arange(num_frames) if self.train else indices.copy()
+        entry = (kept, *self._decode(path, kept))
+        self.decoded.put(path, entry)
+        return self.decoded.select(entry, indices) or self._decode(path, indices)
 
     def _load(self, index: int, epoch: int, notes: list[dict]) -> dict:
         """One sample; raises VideoReadError for an unreadable video (the skip policy wraps this)."""
@@ -224,7 +281,7 @@ class VideoDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         num_frames = self.frame_count(index, notes)
         indices, n_valid = self.temporal_plan(num_frames, rng)
-        frames, available = self._read(record, indices)
+        frames, available = self._read(record, indices, num_frames)
         if available is not None:
             n_valid = min(n_valid, available)
             self.note_truncated(index, available, num_frames, notes)

@@ -62,6 +62,7 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
         every_frame=cfg.DATA.CANDIDATES == "all",
         trim_div=max(cfg.SNET.NUM_FRAMES, cfg.DNET.NUM_FRAMES),
         frame_stride=cfg.DATA.FRAME_STRIDE,
+        decoded_cache_mb=cfg.DATA.DECODED_CACHE_MB,
     )
     dataset.rejected = rejected  # malformed rows left out (DATA.ON_BAD_SAMPLE skip): evaluation counts them
     return dataset
@@ -98,8 +99,9 @@ def batch_plan(cfg, split: str, dataset, shuffle, drop_last, distributed) -> tup
 
 
 def choose_backend(cfg) -> str:
-    """DATA.BACKEND, with auto taking DALI where it is installed."""
-    if cfg.DATA.BACKEND == "pyav":
+    """DATA.BACKEND, with auto taking DALI where it is installed, unless DATA.DECODED_CACHE_MB
+    keeps decoded frames (which the PyAV backend does)."""
+    if cfg.DATA.BACKEND == "pyav" or cfg.DATA.DECODED_CACHE_MB:
         return "pyav"
     try:
         import nvidia.dali  # noqa: F401
