@@ -23,30 +23,30 @@ CPU = DistContext(0, 1, 0, torch.device("cpu"))
     ["TRAIN.CHANNELS_LAST", "True", "TRAIN.ACCUM_STEPS", "2"],
     ["TEST.COMPILE", "True", "TRAIN.AMP", "bf16", "TEST.AMP", "bf16"],
 ], ids=["bf16", "fp16", "channels_last+accum", "bf16+compiled eval"])
-def test_switch_trains_and_evaluates(tiny_dataset, tmp_path, switches):
+def test_switch_trains_and_evaluates(micro_dataset, tmp_path, switches):
     torch._dynamo.reset()
-    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.STAGE", "warmup", *switches))
+    cfg = load_config(None, tiny_run(micro_dataset, tmp_path, "TRAIN.STAGE", "warmup", *switches))
     trainer = Trainer(cfg, CPU)
     before = trainer.model.dnet.stem[0].weight.detach().clone()
     result = trainer.run()
     assert not torch.equal(before, trainer.model.dnet.stem[0].weight)
-    assert result["metrics"]["num_videos"] == 12
-    settings = inference_settings(cfg, CPU.device, 12 * 0.1)
+    assert result["metrics"]["num_videos"] == 6
+    settings = inference_settings(cfg, CPU.device, 6 * 0.1)
     assert settings.compile == ("TEST.COMPILE" in switches)
     runner = compile_model(trainer.model, settings.compile, cfg.TEST.COMPILE_MODE, training=False)
     metrics, (_, scores, _) = evaluate(runner, trainer.val_loader, CPU.device, CPU, amp_dtype=settings.amp)
-    assert scores.shape == (12, 12) and math.isfinite(metrics["top1"])
+    assert scores.shape == (6, 12) and math.isfinite(metrics["top1"])
     assert abs(scores.sum(1) - 1).max() < 1e-3
     state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
     assert (state["scaler"].get("scale", 0) > 0) == (cfg.TRAIN.AMP == "fp16")  # fp16 keeps its loss scale
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_train_amp_auto_is_bf16_where_the_cpu_has_it(tiny_dataset, tmp_path, monkeypatch, native):
+def test_train_amp_auto_is_bf16_where_the_cpu_has_it(micro_dataset, tmp_path, monkeypatch, native):
     """TRAIN.AMP auto trains in bf16 autocast on a CPU that multiplies bf16 in hardware, in
     float32 on one that would emulate it (slower than float32), and says which."""
     monkeypatch.setattr("s2d_fast.engine.runtime.native_bf16", lambda: native)
-    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.AMP", "auto"))
+    cfg = load_config(None, tiny_run(micro_dataset, tmp_path, "TRAIN.AMP", "auto"))
     setup_logging(tmp_path, "log_warmup.txt")
     trainer = Trainer(cfg, CPU)
     assert trainer.amp == ("bf16" if native else "none")

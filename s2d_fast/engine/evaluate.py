@@ -221,17 +221,25 @@ def _does_not_fit(cfg, state: dict, path: Path, error: RuntimeError) -> Checkpoi
                            "and S2D.* against the config it was trained with")
 
 
-def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device,
-                  settings: InferenceSettings | None = None) -> tuple[VideoModel, dict]:
-    """The model of `checkpoint` (or the output folder's newest) ready for evaluation: in eval
-    mode, BatchNorm folded and the memory format chosen by `settings` (by default TEST's switches
-    for this device)."""
-    settings = settings or inference_settings(cfg, device)
+def read_model_checkpoint(cfg, checkpoint: str | Path | None) -> tuple[Path, dict]:
+    """The path and contents of `checkpoint` (or the output folder's newest), if it is an
+    s2d-fast checkpoint; read before any data, so that a wrong file fails at once."""
     path = Path(checkpoint) if checkpoint else newest_checkpoint(cfg.OUTPUT_DIR)
     state = load_checkpoint(path)
     if not isinstance(state, dict) or not {"model", "num_classes", "stage"} <= set(state):
         raise CheckpointError(f"{path}: not an s2d-fast checkpoint (a TSM or torchvision state dict starts a "
                               "backbone as SNET.PRETRAINED or DNET.PRETRAINED instead)")
+    return path, state
+
+
+def load_for_eval(cfg, checkpoint: str | Path | None, device: torch.device,
+                  settings: InferenceSettings | None = None, read: tuple[Path, dict] | None = None
+                  ) -> tuple[VideoModel, dict]:
+    """The model of `checkpoint` (or the output folder's newest; or `read`, what
+    `read_model_checkpoint` returned) ready for evaluation: in eval mode, BatchNorm folded and
+    the memory format chosen by `settings` (by default TEST's switches for this device)."""
+    settings = settings or inference_settings(cfg, device)
+    path, state = read or read_model_checkpoint(cfg, checkpoint)
     model = build_model(cfg, state["num_classes"], pretrained=False)
     model.set_stage(state["stage"])
     try:
@@ -251,11 +259,12 @@ def _evaluate_process(cfg, checkpoint) -> dict | None:
     try:
         setup_logging(quiet=not ctx.is_main)
         seed_everything(cfg.RNG_SEED)
+        read = read_model_checkpoint(cfg, checkpoint or cfg.TRAIN.RESUME or None)
         loader = build_loader(cfg, "val", distributed=ctx.distributed)
         gflops = config_gflops(cfg, loader.dataset.num_classes)  # as run after training; every rank decides alike
         settings = inference_settings(cfg, ctx.device, gflops * -(-len(loader.dataset) // ctx.world_size))
         logger.info("%s", settings.describe())
-        model, source = load_for_eval(cfg, checkpoint or cfg.TRAIN.RESUME or None, ctx.device, settings)
+        model, source = load_for_eval(cfg, None, ctx.device, settings, read)
         if loader.dataset.num_classes != model.num_classes:
             raise ConfigError(
                 f"checkpoint {source['path']} has {model.num_classes} classes but the validation data "
