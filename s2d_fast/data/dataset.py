@@ -79,8 +79,6 @@ class SampleNotes:
             self.note(note, replaced)
 
 
-
-
 class DecodedCache:
     """Decoded frames kept in this process's memory, up to `budget_mb`, so that later epochs skip
     the decoder (`DATA.DECODED_CACHE_MB`). A video's entry holds the frames at its `kept` indices
