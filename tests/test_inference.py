@@ -9,6 +9,7 @@ from torch import nn
 
 from s2d_fast.config import load_config
 from s2d_fast.engine import runtime
+from s2d_fast.engine.evaluate import evaluate
 from s2d_fast.engine.runtime import AUTO_COMPILE_MIN_GMACS, compile_model, inference_settings
 from s2d_fast.models import build_model, fold_batchnorm, tsm_backbone
 
@@ -103,7 +104,7 @@ def test_compiled_inference_matches_eager_and_calls_no_opaque_op():
     model = build_model(small_cfg("SNET.ARCH", "resnet18"), 10)
     model.set_stage("sampling")
     model.eval()
-    frames, n_valid, _ = batch()
+    frames, n_valid, labels = batch()
     with torch.no_grad():
         model.snet.fc.weight.normal_(0, 1)  # synopsis logits far apart: bf16 keeps their top-k
         expected = model(frames, n_valid)
@@ -129,3 +130,10 @@ def test_compiled_inference_matches_eager_and_calls_no_opaque_op():
     assert torch.equal(got["mask"], expected["mask"])  # the same synopsis top-k
     torch.testing.assert_close(got["log_prob"].float(), expected["log_prob"], rtol=0.05, atol=0.05)
     torch.testing.assert_close(got["detail"].float(), expected["detail"], rtol=0.02, atol=0.02)
+    # `eval` with TEST.COMPILE on scores the videos through that compiled graph, in list order.
+    videos = [{"frames": frames[i], "n_valid": n_valid[i], "label": label, "index": i, "valid": True}
+              for i, label in enumerate(labels.tolist())]
+    metrics, (indices, scores, _) = evaluate(compiled, torch.utils.data.DataLoader(videos, batch_size=2),
+                                             torch.device("cpu"), amp_dtype="bf16")
+    assert metrics["num_videos"] == 2 and indices.tolist() == [0, 1]
+    torch.testing.assert_close(torch.from_numpy(scores), got["log_prob"].float().exp(), rtol=1e-3, atol=1e-3)
