@@ -74,7 +74,8 @@ def _tests(dry: bool, out: Path) -> dict:
     if not CUDA_TESTS.is_file():
         raise FileNotFoundError(f"{CUDA_TESTS} is not in this install: run the check from a clone of the repository")
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    args = [sys.executable, "-m", "pytest", str(CUDA_TESTS), "-q", "-rs", "-p", "no:cacheprovider"]
+    # One process (-n 0): xdist's workers would share the one GPU and its DDP test's port.
+    args = [sys.executable, "-m", "pytest", str(CUDA_TESTS), "-q", "-rs", "-n", "0", "-p", "no:cacheprovider"]
     if dry:
         args.append("--collect-only")
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -1,6 +1,7 @@
 """pytest-benchmark timings of the kernels at a few model shapes (see bench/kernels.py):
-`pytest bench/test_bench_kernels.py` (not part of the default test run). CUDA if available,
-else CPU, where backend None means the torch paths."""
+`pytest -n 0 bench/test_bench_kernels.py` (not part of the default test run; `-n 0` runs it in
+one process, as pytest-benchmark times nothing under xdist). CUDA if available, else CPU, where
+backend None means the torch paths."""
 
 import pytest
 import torch

@@ -9,6 +9,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# pytest-xdist workers share the cores: each takes its share of threads, and so do the processes
+# its tests start, instead of every one spinning a thread per core.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
