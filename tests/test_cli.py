@@ -116,6 +116,21 @@ def test_eval_counts_unreadable_videos_as_wrong_and_lists_them(tiny_dataset, tmp
     assert "1 videos could not be read" in result.output
 
 
+def test_train_without_validation_never_reads_the_validation_list(tiny_dataset, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    (data / "val.txt").write_text("not/a/video.webm 3\n")  # would be an unreadable video
+    out = tmp_path / "run"
+    result = run("train", *tiny_run(data, out, "TRAIN.STAGE", "warmup", "TRAIN.EVAL_PERIOD", "0"))
+    assert result.exit_code == 0, result.output
+    log = (out / "log_warmup.txt").read_text()
+    assert "24 training videos and no validation (TRAIN.EVAL_PERIOD 0)" in log and " val top1=" not in log
+    assert "top1" not in result.output
+    assert (out / "checkpoints" / "warmup-last.pt").is_file() and not (out / "checkpoints" / "warmup-best.pt").exists()
+
+
 def test_predict_prints_top5_and_writes_the_picture(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     assert run("train", *tiny_run(tiny_dataset, out, "TRAIN.STAGE", "warmup")).exit_code == 0

@@ -43,7 +43,7 @@ _C.TRAIN.COMPILE_MODE = "default"  # torch.compile mode for training
 _C.TRAIN.CHANNELS_LAST = False  # channels_last memory format for the convolutions
 _C.TRAIN.ACCUM_STEPS = 1  # batches whose gradients are summed per optimiser step
 _C.TRAIN.SYNC_BN = False  # synchronise BatchNorm statistics across processes
-_C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and after the last)
+_C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and after the last); 0: never
 _C.TRAIN.LOG_PERIOD = 10  # iterations between logged lines and progress-bar loss updates
 _C.TRAIN.VIS_PERIOD = 200  # iterations between TensorBoard pictures of where the sampler looked; 0: never
 

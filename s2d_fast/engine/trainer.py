@@ -195,7 +195,8 @@ class Trainer:
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.device = ctx.device
         self.train_loader = build_loader(cfg, "train", distributed=ctx.distributed)
-        self.val_loader = build_loader(cfg, "val", distributed=ctx.distributed)
+        # TRAIN.EVAL_PERIOD 0: no validation, so the validation list is not even read.
+        self.val_loader = build_loader(cfg, "val", distributed=ctx.distributed) if cfg.TRAIN.EVAL_PERIOD else None
         self.num_classes = self.train_loader.dataset.num_classes
         self.accum = cfg.TRAIN.ACCUM_STEPS
         self.steps_per_epoch = len(self.train_loader) // self.accum
@@ -407,7 +408,8 @@ class Trainer:
     def validate(self) -> bool:
         """Evaluate on the validation list if this epoch is due (every TRAIN.EVAL_PERIOD, and the
         last); returns whether the result is the best so far."""
-        if not (self.epoch % self.cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == self.cfg.TRAIN.EPOCHS):
+        period = self.cfg.TRAIN.EVAL_PERIOD
+        if not period or not (self.epoch % period == 0 or self.epoch == self.cfg.TRAIN.EPOCHS):
             return False
         self.metrics, _ = evaluate(self.model, self.val_loader, self.device, self.ctx, amp_dtype=self.amp)
         m = self.metrics
@@ -432,9 +434,11 @@ class Trainer:
                 logger.info("stage %s is trained already (epoch %d of %d) in %s; nothing to do", self.stage,
                             self.epoch, epochs, checkpoint_path(self.output_dir, self.stage))
             return self._result(0.0, done_before=True)
+        validation = (f"{len(self.val_loader.dataset)} validation videos" if self.val_loader is not None
+                      else "no validation (TRAIN.EVAL_PERIOD 0)")
         logger.info(
-            "stage %s: %d training and %d validation videos, %d classes, epochs %d-%d on %s x%d",
-            self.stage, len(self.train_loader.dataset), len(self.val_loader.dataset), self.num_classes,
+            "stage %s: %d training videos and %s, %d classes, epochs %d-%d on %s x%d",
+            self.stage, len(self.train_loader.dataset), validation, self.num_classes,
             self.epoch + 1, epochs, self.device, self.ctx.world_size,
         )
         logger.info("%s", describe_batch_and_lr(self.cfg, self.ctx.world_size))
