@@ -33,6 +33,7 @@ cores, a run after the ones it starts from; each run's training log is in its fo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -58,6 +59,7 @@ from s2d_fast.data.frame_indices import clip_indices
 from s2d_fast.data.loader import build_loader
 from s2d_fast.data.synthetic import read_meta, render_video
 from s2d_fast.engine.evaluate import load_for_eval
+from s2d_fast.engine.metrics import compute_metrics
 from s2d_fast.engine.runtime import autocast, training_amp
 from s2d_fast.engine.trainer import StopRequest, train
 from s2d_fast.models.flops import config_gflops
@@ -101,8 +103,9 @@ def _progress(message: str) -> None:
 
 # What the proof sets in every recipe before the caller's pairs: 600 validation videos per seed
 # (the recipes' own 200 leave a two-seed mean top-1 a standard error of ~2.5 points; 600 bring it
-# to <= 1.5), evaluated once, after the last epoch, since the table reads only that evaluation.
-PROOF_SETTINGS = ("SYNTHETIC.NUM_VAL", "600", "TRAIN.EVAL_PERIOD", "1000")
+# to <= 1.5), and no validation while training: `where_it_looks` scores the last checkpoint in
+# the same pass that finds where it looked, the one evaluation the table reads.
+PROOF_SETTINGS = ("SYNTHETIC.NUM_VAL", "600", "TRAIN.EVAL_PERIOD", "0")
 
 
 def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], config_dir: Path = CONFIG_DIR):
@@ -116,10 +119,18 @@ def recipe_config(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str]
     return load_config(str(config_dir / recipe.config), pairs + list(overrides))
 
 
+@functools.lru_cache(maxsize=4)
+def _validation_cues(seed: int, task: str, size: int, length: int, count: int) -> tuple[tuple[int, dict], ...]:
+    """Each validation video's label and cue, rendered once per dataset in a process (a tiles
+    video takes ~0.1 s to render, and a proof worker looks at one dataset ten times)."""
+    return tuple(render_video(seed, "val", i, task=task, frame_size=size, num_frames=length)[1:] for i in range(count))
+
+
 def where_it_looks(cfg, checkpoint: str | Path) -> dict:
-    """On the built-in dataset's validation videos, where the checkpoint's detail frames fall
-    against where the generator put the cue (its frames and boxes are a pure function of the
-    seed): `cue_hit` the share of videos with a detail frame on a cue frame (the frame the
+    """The checkpoint scored on the built-in dataset's validation videos (`top1`, `top5`, `mAP`,
+    `num_videos`, as `s2d-fast eval` gives them), and in the same pass where its detail frames
+    fall against where the generator put the cue (its frames and boxes are a pure function of
+    the seed): `cue_hit` the share of videos with a detail frame on a cue frame (the frame the
     largest temporal weight reads), `cue_in_window` the share of those detail frames whose
     window holds the cue's centre, `zoom` the mean identity stride over the window's stride, and
     the top-1 (percent) of the videos where a detail frame shows the cue and of those where none
@@ -127,13 +138,14 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     meta = read_meta(resolve_dataset(cfg).root)
     seed, size, length, task = meta["seed"], meta["frame_size"], meta["num_frames"], meta["task"]
     loader = build_loader(cfg, "val")
+    cues = _validation_cues(seed, task, size, length, len(loader.dataset))
     model, _ = load_for_eval(cfg, checkpoint, torch.device("cpu"))
     t, k = num_candidates(cfg), cfg.DNET.NUM_FRAMES
     scale = cfg.DATA.SCALE_SIZE / size  # the evaluation view: resized, then the centre crop
     offset = (cfg.DATA.SCALE_SIZE - cfg.DATA.CROP_SIZE) / 2
     identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
     candidate_frames, _ = clip_indices(length, t, 1)  # every validation video has `length` frames
-    hits, inside, zooms, correct = [], [], [], []
+    hits, inside, zooms, scores, labels = [], [], [], [], []
     # The precision the trainer validated in, so that `correct` adds up to the row's top-1.
     with torch.no_grad(), autocast(torch.device("cpu"), training_amp(cfg, torch.device("cpu"))):
         for batch in loader:
@@ -141,10 +153,13 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
             positions = out.get("t_positions")
             if positions is None:
                 positions = uniform_indices(batch["n_valid"], k).double()
-            predicted = out["log_prob"].argmax(1)
+            scores.append(out["log_prob"].float().exp())
             for i, index in enumerate(batch["index"].tolist()):
-                _, label, cue = render_video(seed, "val", index, task=task, frame_size=size, num_frames=length)
-                correct.append(int(predicted[i]) == label)
+                label, cue = cues[index]
+                if not batch["valid"][i] or int(batch["label"][i]) != label:
+                    raise click.ClickException(f"validation video {index} of {resolve_dataset(cfg).root} is not the "
+                                               "one the generator renders: generate the dataset again")
+                labels.append(label)
                 frames = candidate_frames[positions[i].round().long().clamp(0, t - 1).numpy()]
                 on = (frames >= cue["start"]) & (frames < cue["start"] + cue["length"])
                 hits.append(bool(on.any()))
@@ -156,8 +171,11 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
                     cue_xy = torch.tensor([x, y], dtype=torch.float64) * scale + side * scale / 2 - 0.5 - offset
                     half = out["strides"][i, j].double() * cfg.DNET.INPUT_SIZE / 2
                     inside.append(bool(((cue_xy - out["centers"][i, j].double()).abs() <= half).all()))
-    hits, correct = np.array(hits), np.array(correct)
+    scores, labels = torch.cat(scores).numpy(), np.array(labels)
+    metrics = compute_metrics(scores, labels)
+    hits, correct = np.array(hits), scores.argmax(1) == labels
     return {
+        "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"], "num_videos": len(labels),
         "correct": "".join("1" if c else "0" for c in correct),  # per validation video, in list order
         "top1_cue_shown": 100 * float(correct[hits].mean()) if hits.any() else None,
         "top1_cue_missed": 100 * float(correct[~hits].mean()) if (~hits).any() else None,
@@ -183,7 +201,6 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     trained = train(cfg).value
     if trained.get("stopped"):
         raise click.ClickException(f"{recipe.name} (seed {seed}) stopped before the end; run the proof again to continue")
-    metrics = trained["metrics"]
     # A row's minutes count every run it stands on; its epochs are the detail network's, and the
     # synopsis network's training before it is counted apart.
     start = done[recipe.start] if recipe.start else None
@@ -193,10 +210,8 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     snet_epochs = done[recipe.snet_from]["epochs"] if recipe.snet_from else 0
     result = {
         "recipe": recipe.name, "seed": seed, "config": f"configs/synthetic/{recipe.config}",
-        "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"],
         "gflops_per_video": config_gflops(cfg, resolve_num_classes(cfg)[0]),
         "train_minutes": minutes, "epochs": epochs, "snet_pretrain_epochs": snet_epochs,
-        "num_videos": metrics["num_videos"],
         **where_it_looks(cfg, trained["checkpoint"]),
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,8 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert rows["uniform"]["snet_pretrain_epochs"] == rows["synopsis"]["snet_pretrain_epochs"] == 0
     assert rows["s2dnet-warmup"]["snet_pretrain_epochs"] == rows["s2dnet"]["snet_pretrain_epochs"] == 1
     assert runs["s2dnet"]["train_minutes"] > runs["s2dnet-warmup"]["train_minutes"] > runs["synopsis"]["train_minutes"]
+    # Validated once, by where_it_looks, not also by the trainer.
+    assert "and no validation (TRAIN.EVAL_PERIOD 0)" in (out / "tiles" / "seed0" / "s2dnet" / "log_sampling.txt").read_text()
     synopsis = out / "tiles" / "seed0" / "synopsis" / "checkpoints" / "warmup-last.pt"
     assert f"SNet starts from the plain TSM of s2d-fast checkpoint {synopsis}" in (
         out / "tiles" / "seed0" / "s2dnet-warmup" / "log_warmup.txt").read_text()
@@ -150,7 +152,7 @@ def test_parallel_jobs_train_each_run_after_its_start(tiny_dataset, tmp_path, mo
         assert runs["s2dnet", seed]["train_minutes"] > runs["s2dnet-warmup", seed]["train_minutes"] > runs[
             "synopsis", seed]["train_minutes"]
         for name in recipes:
-            assert "validation videos" in (folder / name / "console.txt").read_text()
+            assert "training videos and no validation" in (folder / name / "console.txt").read_text()
             assert f"tiles seed {seed}: training {name} (" in progress
     assert [row["top1_per_seed"] for row in summary["rows"]] == [
         [runs[name, 0]["top1"], runs[name, 1]["top1"]] for name in recipes]
@@ -259,6 +261,15 @@ def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
     assert identity["cue_in_window"] == 1.0 and identity["zoom"] == pytest.approx(1.0)
     assert corner["cue_hit"] == pytest.approx(expected)  # only the window moved
     assert corner["cue_in_window"] == 0.0 and corner["zoom"] == pytest.approx(float(np.exp(3.0)), rel=1e-4)
+
+    # The same pass scores the checkpoint as `s2d-fast eval` does (the proof validates nothing else).
+    from s2d_fast.engine.evaluate import evaluate_checkpoint
+
+    keys = ("top1", "top5", "mAP", "num_videos")
+    for cfg, looked, name in ((s2d, identity, "identity.pt"), (uniform, baseline, "uniform.pt")):
+        scored = evaluate_checkpoint(cfg, tmp_path / name).value
+        assert {k: looked[k] for k in keys} == pytest.approx({k: scored[k] for k in keys})
+        assert 100 * looked["correct"].count("1") / looked["num_videos"] == pytest.approx(looked["top1"])
 
 
 def test_standard_errors_of_top1_and_of_paired_differences():
