@@ -146,7 +146,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     identity = cfg.DATA.CROP_SIZE / cfg.DNET.INPUT_SIZE
     candidate_frames, _ = clip_indices(length, t, 1)  # every validation video has `length` frames
     hits, inside, zooms, scores, labels = [], [], [], [], []
-    # The precision the trainer validated in, so that `correct` adds up to the row's top-1.
+    # The precision the recipe trains in, in which the trainer would have validated it.
     with torch.no_grad(), autocast(torch.device("cpu"), training_amp(cfg, torch.device("cpu"))):
         for batch in loader:
             out = model(batch["frames"], batch["n_valid"])
