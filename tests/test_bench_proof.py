@@ -116,7 +116,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         raise AssertionError("trained again")
 
     old = out / "tiles" / "seed0" / "s2dnet" / "result.json"
-    looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed")
+    looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed", "group_top1")
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
@@ -130,6 +130,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert written["rows"] == json.loads(json.dumps(summary["rows"]))
     assert json.loads((out / "proof.json").read_text())["tasks"]["tiles"]["rows"] == written["rows"]
     assert json.loads(old.read_text())["cue_hit"] == runs["s2dnet"]["cue_hit"]
+    assert json.loads(old.read_text())["group_top1"] == runs["s2dnet"]["group_top1"]
     assert (out / "tiles" / "proof.md").read_text() == proof.format_markdown(summary)
     assert (out / "proof.md").read_text() == "### tiles\n\n" + proof.format_markdown(summary)
 
@@ -270,6 +271,26 @@ def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
         scored = evaluate_checkpoint(cfg, tmp_path / name).value
         assert {k: looked[k] for k in keys} == pytest.approx({k: scored[k] for k in keys})
         assert 100 * looked["correct"].count("1") / looked["num_videos"] == pytest.approx(looked["top1"])
+
+
+def test_group_right_counts_the_colour_group_of_the_top_class(tiny_dataset, tmp_path):
+    """A model that always answers class 4 (yellow-columns) is right about the group on the
+    videos of yellow's three classes, and about the class on class 4's alone."""
+    from s2d_fast.checkpoint import save_checkpoint
+    from s2d_fast.data.synthetic import render_video
+    from s2d_fast.models import build_model
+
+    cfg = load_config(None, _overrides(tiny_dataset) + ["S2D.DETAIL_SAMPLING", "False"])
+    model = build_model(cfg, 12)
+    with torch.no_grad():
+        model.dnet.fc.weight.zero_()
+        model.dnet.fc.bias.copy_(10.0 * (torch.arange(12) == 4))
+    save_checkpoint({"model": model.state_dict(), "stage": "warmup", "epoch": 1, "num_classes": 12}, tmp_path / "four.pt")
+    looked = proof.where_it_looks(cfg, tmp_path / "four.pt")
+    groups = [render_video(3, "val", i, frame_size=64, num_frames=16)[2]["group"] for i in range(12)]
+    assert looked["group_top1"] == pytest.approx(100 * groups.count("yellow") / 12) and "yellow" in groups
+    assert looked["top1"] == pytest.approx(100 * sum(render_video(3, "val", i, frame_size=64, num_frames=16)[1] == 4
+                                                     for i in range(12)) / 12)
 
 
 def test_standard_errors_of_top1_and_of_paired_differences():

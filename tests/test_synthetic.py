@@ -117,6 +117,14 @@ def test_the_tasks_are_the_configs_choices_with_twelve_balanced_classes():
         S.render_video(0, "val", 0, task="squares", **SMALL)
 
 
+@pytest.mark.parametrize("task", list(S.TASKS))
+def test_group_of_reads_the_colour_group_from_the_class_names(task):
+    classes = S.TASKS[task]
+    groups = [name.split("-")[0] for name in classes]
+    names = list(dict.fromkeys(groups))  # the groups in label order
+    assert S.group_of(np.arange(len(classes)), task).tolist() == [names.index(g) for g in groups]
+
+
 @pytest.mark.parametrize("geometry", [SMALL, {}], ids=["64px-16f", "default"])
 def test_balls_light_up_briefly_and_only_the_lit_ball_is_vivid(geometry):
     for index in range(4):

@@ -215,6 +215,11 @@ def _video_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
 
 
+def group_of(labels: np.ndarray, task: str) -> np.ndarray:
+    """The colour group of each label of `task` (label = group * details + detail)."""
+    return np.asarray(labels) // len(_DETAILS_OF[task])
+
+
 def label_of(index: int) -> int:
     """Labels cycle through the classes: every class gets the same count, to within one."""
     return index % len(CLASSES)
@@ -360,6 +365,7 @@ def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: 
 
 
 TASKS = {"tiles": CLASSES, "balls": BALL_CLASSES}  # SYNTHETIC.TASK: each generator's class names
+_DETAILS_OF = {"tiles": DETAILS, "balls": BALL_DETAILS}
 _RENDERERS = {"tiles": _render_tiles, "balls": _render_balls}
 
 
