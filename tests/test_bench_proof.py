@@ -116,7 +116,8 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
         raise AssertionError("trained again")
 
     old = out / "tiles" / "seed0" / "s2dnet" / "result.json"
-    looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed", "group_top1")
+    looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed", "group_top1",
+              "group_top1_per_group")
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
@@ -289,6 +290,7 @@ def test_group_right_counts_the_colour_group_of_the_top_class(tiny_dataset, tmp_
     looked = proof.where_it_looks(cfg, tmp_path / "four.pt")
     groups = [render_video(3, "val", i, frame_size=64, num_frames=16)[2]["group"] for i in range(12)]
     assert looked["group_top1"] == pytest.approx(100 * groups.count("yellow") / 12) and "yellow" in groups
+    assert looked["group_top1_per_group"] == [0.0, 100.0, 0.0, 0.0]  # red, yellow, blue, green
     assert looked["top1"] == pytest.approx(100 * sum(render_video(3, "val", i, frame_size=64, num_frames=16)[1] == 4
                                                      for i in range(12)) / 12)
 
