@@ -57,7 +57,7 @@ from s2d_fast.config import CHOICES, load_config, num_candidates, packaged_confi
 from s2d_fast.data.datasets import resolve_dataset, resolve_num_classes
 from s2d_fast.data.frame_indices import clip_indices
 from s2d_fast.data.loader import build_loader
-from s2d_fast.data.synthetic import group_of, read_meta, render_video
+from s2d_fast.data.synthetic import group_names, group_of, read_meta, render_video
 from s2d_fast.engine.evaluate import load_for_eval
 from s2d_fast.engine.metrics import compute_metrics
 from s2d_fast.engine.runtime import autocast, training_amp
@@ -137,7 +137,10 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     does: the second says what the model can do without the detail. `group_top1` (percent) counts
     a video right when its top class has the right colour group, all a 48-px synopsis can see:
     where SNet's group is wrong, its saliency is on the wrong object and the comb misses;
-    `group_top1_per_group` the same over each true group's videos (in the task's group order)."""
+    `group_top1_per_group` and `cue_hit_per_group` (percent) the same and the cue hit over each
+    true group's videos, in the order of `groups`. A synopsis network can name one group by the
+    absence of the others, and then has no evidence of where its cue is: that group's cue hit
+    shows it."""
     meta = read_meta(resolve_dataset(cfg).root)
     seed, size, length, task = meta["seed"], meta["frame_size"], meta["num_frames"], meta["task"]
     loader = build_loader(cfg, "val")
@@ -180,15 +183,21 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     correct = predicted == labels
     truth = group_of(labels, task)
     group_right = group_of(predicted, task) == truth
+    groups = group_names(task)
+
+    def per_group(values: np.ndarray) -> list[float | None]:
+        return [100 * float(values[truth == g].mean()) if (truth == g).any() else None for g in range(len(groups))]
+
     return {
         "top1": metrics["top1"], "top5": metrics["top5"], "mAP": metrics["mAP"], "num_videos": len(labels),
         "correct": "".join("1" if c else "0" for c in correct),  # per validation video, in list order
         "top1_cue_shown": 100 * float(correct[hits].mean()) if hits.any() else None,
         "top1_cue_missed": 100 * float(correct[~hits].mean()) if (~hits).any() else None,
         "group_top1": 100 * float(np.mean(group_right)),
-        "group_top1_per_group": [100 * float(group_right[truth == g].mean()) if (truth == g).any() else None
-                                 for g in range(int(group_of(scores.shape[1] - 1, task)) + 1)],
+        "groups": list(groups),
+        "group_top1_per_group": per_group(group_right),
         "cue_hit": float(np.mean(hits)),
+        "cue_hit_per_group": per_group(hits),
         "cue_in_window": float(np.mean(inside)) if inside else (1.0 if not zooms else 0.0),
         "zoom": float(np.mean(zooms)) if zooms else 1.0,
     }
@@ -200,7 +209,7 @@ def run_recipe(recipe: Recipe, seed: int, out_dir: Path, overrides: list[str], d
     if result_path.is_file():
         _progress(f"{out_dir.name} seed {seed}: {recipe.name} done before, reading {result_path}")
         result = json.loads(result_path.read_text())
-        if "group_top1_per_group" not in result:  # trained by a version of the proof that looked at less
+        if "cue_hit_per_group" not in result:  # trained by a version of the proof that looked at less
             cfg = recipe_config(recipe, seed, out_dir, overrides)
             result.update(where_it_looks(cfg, _last_checkpoint(cfg)))
             result_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -252,6 +261,9 @@ def summarise(results: list[dict], recipes: list[Recipe], seeds: list[int]) -> d
             "top1_cue_shown_mean": _mean(r["top1_cue_shown"] for r in mine),
             "top1_cue_missed_mean": _mean(r["top1_cue_missed"] for r in mine),
             "group_top1_mean": statistics.fmean(r["group_top1"] for r in mine),
+            "groups": mine[0]["groups"],
+            "cue_hit_per_group_mean": [_mean(r["cue_hit_per_group"][g] for r in mine)
+                                       for g in range(len(mine[0]["groups"]))],
             "epochs": mine[0]["epochs"],
             "snet_pretrain_epochs": mine[0].get("snet_pretrain_epochs", 0),
         })
@@ -323,6 +335,10 @@ def format_markdown(summary: dict) -> str:
             f"| {_percent(row['top1_cue_shown_mean'])} | {_percent(row['top1_cue_missed_mean'])} "
             f"| {row['group_top1_mean']:.1f} |"
         )
+    groups = ", ".join(summary["rows"][0]["groups"])
+    lines += ["", f"Cue in a detail frame per true colour group (mean of seeds {seeds}; {groups}):", ""]
+    lines += [f"- {row['recipe']}: " + ", ".join("-" if v is None else f"{v:.1f}%" for v in row["cue_hit_per_group_mean"])
+              for row in summary["rows"]]
     if summary["differences"]:
         lines += ["", f"Top-1 differences on the same validation videos (mean of seeds {seeds} ± paired s.e.):", ""]
         lines += [f"- {d['recipe']} minus {d['against']}: {d['top1_difference']:+.2f} ± {d['top1_difference_se']:.2f} points"

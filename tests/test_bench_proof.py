@@ -103,8 +103,9 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
 
     assert runs["uniform"]["cue_in_window"] == 1.0 and runs["uniform"]["zoom"] == 1.0  # whole frames
     # The built-in warmup and its held sampling stage: windows at SNet's evidence, at its zoom.
+    zoom = load_config(str(proof.CONFIG_DIR / "train_warmup.yaml")).S2D.EVIDENCE_ZOOM
     for name in ("s2dnet-warmup", "s2dnet"):
-        assert runs[name]["zoom"] == pytest.approx(1.5, abs=1e-4)
+        assert runs[name]["zoom"] == pytest.approx(zoom, abs=1e-4)
     assert all(0 <= r["cue_hit"] <= 1 for r in runs.values())
     for r in runs.values():  # the top-1 splits into videos with and without the cue in view
         shown, missed = r["top1_cue_shown"] or 0.0, r["top1_cue_missed"] or 0.0
@@ -117,7 +118,7 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
 
     old = out / "tiles" / "seed0" / "s2dnet" / "result.json"
     looked = ("correct", "cue_hit", "cue_in_window", "zoom", "top1_cue_shown", "top1_cue_missed", "group_top1",
-              "group_top1_per_group")
+              "groups", "group_top1_per_group", "cue_hit_per_group")
     older = {k: v for k, v in json.loads(old.read_text()).items() if k not in looked}
     old.write_text(json.dumps(older))
 
@@ -132,6 +133,8 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
     assert json.loads((out / "proof.json").read_text())["tasks"]["tiles"]["rows"] == written["rows"]
     assert json.loads(old.read_text())["cue_hit"] == runs["s2dnet"]["cue_hit"]
     assert json.loads(old.read_text())["group_top1"] == runs["s2dnet"]["group_top1"]
+    assert json.loads(old.read_text())["cue_hit_per_group"] == runs["s2dnet"]["cue_hit_per_group"]
+    assert "Cue in a detail frame per true colour group (mean of seeds 0; red, yellow, blue, green):" in result.output
     assert (out / "tiles" / "proof.md").read_text() == proof.format_markdown(summary)
     assert (out / "proof.md").read_text() == "### tiles\n\n" + proof.format_markdown(summary)
 
@@ -254,11 +257,13 @@ def test_where_it_looks_follows_the_sampler(tiny_dataset, tmp_path):
     # By hand: the 4 uniform detail frames among 8 candidates of each 16-frame validation video.
     frames, _ = clip_indices(16, 8, 1)
     picked = frames[uniform_indices(torch.tensor([8]), 4)[0].numpy()]
-    expected = sum(
-        any(cue["start"] <= f < cue["start"] + cue["length"] for f in picked)
-        for cue in (render_video(3, "val", i, frame_size=64, num_frames=16)[2] for i in range(12))
-    ) / 12
+    cues = [render_video(3, "val", i, frame_size=64, num_frames=16)[2] for i in range(12)]
+    on = [any(cue["start"] <= f < cue["start"] + cue["length"] for f in picked) for cue in cues]
+    expected = sum(on) / 12
     assert baseline["cue_hit"] == pytest.approx(expected) and 0 < expected < 1
+    assert baseline["groups"] == ["red", "yellow", "blue", "green"]
+    assert baseline["cue_hit_per_group"] == pytest.approx(
+        [100 * np.mean([hit for hit, cue in zip(on, cues) if cue["group"] == g]) for g in baseline["groups"]])
     assert identity["cue_hit"] == pytest.approx(expected)
     assert identity["cue_in_window"] == 1.0 and identity["zoom"] == pytest.approx(1.0)
     assert corner["cue_hit"] == pytest.approx(expected)  # only the window moved

@@ -220,6 +220,11 @@ def group_of(labels: np.ndarray, task: str) -> np.ndarray:
     return np.asarray(labels) // len(_DETAILS_OF[task])
 
 
+def group_names(task: str) -> tuple[str, ...]:
+    """`task`'s colour groups in label order (the numbers `group_of` gives)."""
+    return tuple(dict.fromkeys(name.split("-")[0] for name in TASKS[task]))
+
+
 def label_of(index: int) -> int:
     """Labels cycle through the classes: every class gets the same count, to within one."""
     return index % len(CLASSES)
