@@ -1,5 +1,5 @@
-"""bf16 autocast, fp16 with a gradient scaler, channels_last and gradient accumulation each run
-a training stage and an evaluation on the CPU (a compiled evaluation: tests/test_inference.py)."""
+"""bf16 autocast, fp16 with a gradient scaler, channels_last, gradient accumulation and MIXUP each
+run a training stage and an evaluation on the CPU (a compiled evaluation: tests/test_inference.py)."""
 
 import math
 
@@ -20,7 +20,8 @@ CPU = DistContext(0, 1, 0, torch.device("cpu"))
 @pytest.mark.parametrize("switches", [
     ["TRAIN.AMP", "fp16"],
     ["TRAIN.CHANNELS_LAST", "True", "TRAIN.ACCUM_STEPS", "2"],
-], ids=["fp16", "channels_last+accum"])
+    ["MIXUP.ENABLE", "True"],
+], ids=["fp16", "channels_last+accum", "mixup"])
 def test_switch_trains_and_evaluates(micro_dataset, tmp_path, switches):
     cfg = load_config(None, tiny_run(micro_dataset, tmp_path, "TRAIN.STAGE", "warmup", *switches))
     trainer = Trainer(cfg, CPU)

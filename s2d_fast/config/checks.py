@@ -159,6 +159,18 @@ def _check_model(cfg: CfgNode) -> None:
                           "set S2D.PARAMETERISATION s2d-fast")
 
 
+def _check_mixup(cfg: CfgNode) -> None:
+    mix = cfg.MIXUP
+    for key in ("ALPHA", "CUTMIX_ALPHA"):
+        if mix[key] < 0:
+            raise ConfigError(f"MIXUP.{key} must be >= 0 (0 turns it off), got {mix[key]}")
+    for key in ("PROB", "SWITCH_PROB"):
+        if not 0 <= mix[key] <= 1:
+            raise ConfigError(f"MIXUP.{key} is a probability, between 0 and 1; got {mix[key]}")
+    if mix.ENABLE and mix.ALPHA == 0 and mix.CUTMIX_ALPHA == 0:
+        raise ConfigError("MIXUP.ENABLE True mixes nothing with MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA both 0: set one")
+
+
 def read_flip_label_map(path: str) -> dict[int, int]:
     """DATA.FLIP_LABEL_MAP's `a b` lines: class a seen mirrored is class b (and b mirrored is a),
     e.g. Something-Something's "pushing left to right" and "pushing right to left"."""
@@ -190,6 +202,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _check_backbones(cfg)
     _check_authors_parts(cfg)
     _check_model(cfg)
+    _check_mixup(cfg)
     if cfg.TRAIN.COMPILE and not uses_gpus(cfg):
         raise ConfigError(
             "TRAIN.COMPILE True: compiled training steps are no faster than eager ones on the CPU, after minutes "

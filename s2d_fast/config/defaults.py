@@ -47,6 +47,13 @@ _C.TRAIN.EVAL_PERIOD = 1  # evaluate on the validation list every N epochs (and 
 _C.TRAIN.LOG_PERIOD = 10  # iterations between logged lines and progress-bar loss updates
 _C.TRAIN.VIS_PERIOD = 200  # iterations between TensorBoard pictures of where the sampler looked; 0: never
 
+_C.MIXUP = CfgNode()  # PySlowFast's keys and defaults: a training batch mixed with itself in another order
+_C.MIXUP.ENABLE = False  # mix each training batch (mixup or CutMix), the loss weighted between the two videos' labels
+_C.MIXUP.ALPHA = 0.8  # mixup: the first video's weight ~ Beta(ALPHA, ALPHA), pixels blended; 0 turns mixup off
+_C.MIXUP.CUTMIX_ALPHA = 1.0  # CutMix: the first video's share of the frame ~ Beta(a, a), a box of the other pasted into every frame; 0 turns it off
+_C.MIXUP.PROB = 1.0  # probability that a batch is mixed at all
+_C.MIXUP.SWITCH_PROB = 0.5  # with both on: probability of CutMix rather than mixup for a batch
+
 _C.TEST = CfgNode()
 _C.TEST.BATCH_SIZE = 8  # videos per evaluation batch, per process
 _C.TEST.AMP = "auto"  # mixed precision for eval/predict: auto (bf16 on CPUs with native bf16, else none) | none | bf16 | fp16

@@ -32,6 +32,7 @@ from s2d_fast.models import VideoModel, build_model
 
 from .distributed import DistContext, Outcome, all_gather_objects, any_rank, init_distributed, launch, shutdown_distributed
 from .evaluate import evaluate
+from .mixup import mix_batch, mixed_loss
 from .optim import build_optimizer
 from .runtime import autocast, compile_model, seed_everything, setup_logging, to_device, training_amp
 from .visualize import sampling_grid_tensor
@@ -306,12 +307,13 @@ class Trainer:
         frames = batch["frames"].to(self.device, non_blocking=True)
         n_valid = batch["n_valid"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
+        frames, order, lam = mix_batch(frames, self.cfg.MIXUP)
         boundary = self.closes_step()
         sync = nullcontext() if boundary or not self.ctx.distributed else self.forward_no_sync()
         with sync:
             with amp:
                 out = self.forward(frames, n_valid)
-                losses = self.model.loss(out, labels)
+                losses = mixed_loss(self.model.loss, out, labels, order, lam)
             self.scaler.scale(losses["loss"] / self.accum).backward()
         if boundary:
             self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step ran at, for the logs
