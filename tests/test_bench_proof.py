@@ -142,7 +142,8 @@ def test_proof_trains_every_recipe_and_continues(tiny_dataset, tmp_path, monkeyp
 def test_parallel_jobs_train_each_run_after_its_start(tiny_dataset, tmp_path, monkeypatch, capfd):
     """`--jobs 2`: runs of two seeds train two at a time in worker processes, each sampling stage
     from its own seed's warmup, the trainer's lines in the run's console.txt and the proof's
-    progress on the console; a rerun reads every result back without a worker."""
+    progress on the console; a rerun reads every result back without a worker, but for one that
+    needs looking at again."""
     out = tmp_path / "tiles"
     recipes = ["uniform", "synopsis", "s2dnet-warmup", "s2dnet"]
     summary = proof.run_proof([0, 1], out, _overrides(tiny_dataset), recipes, jobs=2)
@@ -162,9 +163,16 @@ def test_parallel_jobs_train_each_run_after_its_start(tiny_dataset, tmp_path, mo
     assert [row["top1_per_seed"] for row in summary["rows"]] == [
         [runs[name, 0]["top1"], runs[name, 1]["top1"]] for name in recipes]
 
+    # A result written before the proof looked at everything it looks at now is looked at again
+    # in a worker (this process neither trains nor looks).
+    stale = out / "seed1" / "s2dnet" / "result.json"
+    looked = json.loads(stale.read_text())
+    stale.write_text(json.dumps({k: v for k, v in looked.items() if k != "cue_hit_per_group"}))
     monkeypatch.setattr("s2d_fast.bench.proof.train", lambda cfg: pytest.fail("trained again"))
+    monkeypatch.setattr("s2d_fast.bench.proof.where_it_looks", lambda cfg, path: pytest.fail("looked here"))
     again = proof.run_proof([0, 1], out, _overrides(tiny_dataset), recipes, jobs=2)
     assert again["rows"] == summary["rows"]
+    assert json.loads(stale.read_text()) == looked
 
 
 def test_a_stopped_parallel_proof_stops_its_runs_with_a_checkpoint(tiny_dataset, tmp_path):
