@@ -135,7 +135,7 @@ def where_it_looks(cfg, checkpoint: str | Path) -> dict:
     window holds the cue's centre, `zoom` the mean identity stride over the window's stride, and
     the top-1 (percent) of the videos where a detail frame shows the cue and of those where none
     does: the second says what the model can do without the detail. `group_top1` (percent) counts
-    a video right when its top class has the right colour group, all a 48-px synopsis can see:
+    a video right when its top class has the right colour group, all a low-resolution synopsis sees:
     where SNet's group is wrong, its saliency is on the wrong object and the comb misses;
     `group_top1_per_group` and `cue_hit_per_group` (percent) the same and the cue hit over each
     true group's videos, in the order of `groups`. A synopsis network can name one group by the
