@@ -1,10 +1,7 @@
 """Mixup and CutMix of training videos (PySlowFast's `MIXUP` keys): each video of a batch is
 mixed with another video of the same batch, and the loss is weighted between their labels.
 
-Mixing puts two videos' evidence into one input, so that no class can be learned as the absence
-of the others: a synopsis network that names one colour group by the absence of the other three
-has no evidence of where that group's cue is (bench/RESULTS.md). The candidates stay uint8, as
-the models take them; mixup rounds the blend to the nearest level.
+The candidates stay uint8, as the models take them; mixup rounds the blend to the nearest level.
 """
 
 from __future__ import annotations
