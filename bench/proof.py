@@ -19,15 +19,16 @@ Every recipe has the same DNet backbone, K, detail input size and number of trai
 (warmup + sampling for the S2DNet rows). The table reports the last epoch's validation top-1 and
 mAP (never the best epoch's), GFLOPs per video (fvcore) and training minutes (for a sampling
 row, its warmup's minutes included). It also says where the detail frames fell, against where
-the generator put the cue (`where_it_looks`): the share of validation videos with a detail
-frame on one of the cue's frames (also per true colour group), the share of those frames whose
-window holds the cue's centre, and the mean zoom. Each top-1 comes with its standard error (each seed's validation
-top-1 a binomial proportion over its videos), and the comparisons that decide the proof (S2DNet
-after sampling against its warmup, the uniform baseline and the synopsis network alone) with
-the paired standard error of the difference over the same videos. A recipe whose result is
-already in the output folder is not trained again, so an interrupted proof continues where it
-stopped. `--jobs` runs (default 2) train at once, each in its own process with its share of the
-cores, a run after the ones it starts from; each run's training log is in its folder.
+the generator put the cue (`where_it_looks`): the share of validation videos with a detail frame
+on one of the cue's frames (also per true colour group), the share of those frames whose window
+holds the cue's centre, and the mean zoom. Each top-1 comes with its standard error (each seed's
+validation top-1 a binomial proportion over its videos), and the comparisons that decide the
+proof (S2DNet after sampling against its warmup, the uniform baseline and the synopsis network
+alone) with the paired standard error of the difference over the same videos. A recipe whose
+result is already in the output folder is not trained again, so an interrupted proof continues
+where it stopped. `--jobs` runs (default 2) train at once, each in its own process with its
+share of the cores, a run after the ones it starts from; each run's training log is in its
+folder.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def group_of(labels: np.ndarray, task: str) -> np.ndarray:
 
 def group_names(task: str) -> tuple[str, ...]:
     """`task`'s colour groups in label order (the numbers `group_of` gives)."""
-    return tuple(dict.fromkeys(name.split("-")[0] for name in TASKS[task]))
+    return tuple(_GROUPS_OF[task])
 
 
 def label_of(index: int) -> int:
@@ -371,6 +371,7 @@ def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: 
 
 TASKS = {"tiles": CLASSES, "balls": BALL_CLASSES}  # SYNTHETIC.TASK: each generator's class names
 _DETAILS_OF = {"tiles": DETAILS, "balls": BALL_DETAILS}
+_GROUPS_OF = {"tiles": GROUPS, "balls": BALL_GROUPS}
 _RENDERERS = {"tiles": _render_tiles, "balls": _render_balls}
 
 
