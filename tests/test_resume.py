@@ -110,6 +110,39 @@ def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_writes_its_checkpoint(
     assert result["metrics"]["num_videos"] == 12  # the epoch's validation ran
 
 
+def test_training_time_counts_every_run_of_the_stage(tiny_dataset, tmp_path, monkeypatch):
+    """A run stopped mid-epoch and resumed reports the stage's whole training time (what `bench
+    proof` puts in a row's minutes), not only its own: each step takes 10 s of a fake clock."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock["now"])
+    cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.EPOCHS", "2", "TRAIN.STAGE", "warmup",
+                                     "TRAIN.EVAL_PERIOD", "0"))
+
+    def run(stop_after: int | None) -> dict:
+        trainer = trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu")))
+        steps, real_step = [], trainer.train_step
+
+        def step(batch, amp):
+            steps.append(1)
+            clock["now"] += 10.0
+            if len(steps) == stop_after:
+                trainer.stop.signal = signal.SIGTERM
+            return real_step(batch, amp)
+
+        trainer.train_step = step
+        return trainer.run()
+
+    per_epoch = trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu"))).batches_per_epoch
+    assert per_epoch >= 2
+    first = run(stop_after=per_epoch + 1)  # the second epoch's first step, then a stop
+    assert first["stopped"] and first["train_seconds"] == pytest.approx(10.0 * (per_epoch + 1))
+    state = torch.load(tmp_path / "checkpoints" / "warmup-last.pt", weights_only=True)
+    assert (state["epoch"], state["iteration"], state["train_seconds"]) == (1, 1, pytest.approx(10.0 * (per_epoch + 1)))
+    resumed = run(stop_after=None)
+    assert not resumed["stopped"] and resumed["train_seconds"] == pytest.approx(10.0 * 2 * per_epoch)
+    assert run(stop_after=None)["train_seconds"] == pytest.approx(10.0 * 2 * per_epoch)  # trained already: the same
+
+
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = load_config(None, tiny_run(tiny_dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LOG_PERIOD", "3"))

@@ -224,6 +224,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.clip_groups = clip_groups(self.model, cfg.TRAIN.CLIP_GRAD_SCOPE)
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        # Training time of the stage, over every run that trained it (a resumed run adds to what
+        # its checkpoint says), validation excluded; `_epoch_tic` is set while an epoch trains.
+        self.train_seconds, self._epoch_tic = 0.0, None
         self.step_lr = self.scheduler.get_last_lr()[0]
         self.metrics: dict = {}  # of the last validation
         if state is not None and state["stage"] == self.stage:
@@ -253,6 +256,7 @@ class Trainer:
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.best_top1 = state["best_top1"]
         self.metrics = state.get("metrics") or {}
+        self.train_seconds = state.get("train_seconds", 0.0)  # checkpoints before it was kept: this run's only
         set_rng_state(state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)])
 
     @property
@@ -274,10 +278,15 @@ class Trainer:
             "num_classes": self.num_classes,
             "metrics": self.metrics,
             "best_top1": self.best_top1,
+            "train_seconds": self.training_seconds(),
             "rng": all_gather_objects(rng_state(), self.ctx),  # each rank's own generators
             "config": self.cfg.dump(),
             "class_names": self.class_names,
         }
+
+    def training_seconds(self) -> float:
+        """The stage's training time so far, the epoch in progress included."""
+        return self.train_seconds + (time.perf_counter() - self._epoch_tic if self._epoch_tic is not None else 0.0)
 
     def save(self, *, epoch_end: bool = False, best: bool = False) -> None:
         """The last checkpoint, and as further names of the same file (one write per save) the
@@ -435,7 +444,7 @@ class Trainer:
             else:
                 logger.info("stage %s is trained already (epoch %d of %d) in %s; nothing to do", self.stage,
                             self.epoch, epochs, checkpoint_path(self.output_dir, self.stage))
-            return self._result(0.0, done_before=True)
+            return self._result(done_before=True)
         validation = (f"{len(self.val_loader.dataset)} validation videos" if self.val_loader is not None
                       else "no validation (TRAIN.EVAL_PERIOD 0)")
         logger.info(
@@ -449,14 +458,13 @@ class Trainer:
         if self.cfg.TRAIN.AMP == "auto":
             logger.info("TRAIN.AMP auto: %s", "bf16 autocast, this CPU has native bf16" if self.amp == "bf16" else "float32")
         amp = autocast(self.device, self.amp)
-        train_seconds = 0.0
         with StopRequest() as self.stop:
             while self.epoch < epochs:
-                tic, epoch_lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
+                self._epoch_tic, epoch_lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
                 losses, stopped = self.train_one_epoch(amp, self.stop)
+                self.train_seconds, self._epoch_tic = self.training_seconds(), None
                 if stopped:
-                    return self._result(train_seconds, stopped_by=self.stop.signal or signal.SIGTERM)
-                train_seconds += time.perf_counter() - tic
+                    return self._result(stopped_by=self.stop.signal or signal.SIGTERM)
                 self.epoch += 1
                 self.iteration = 0
                 summary = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in losses.items())
@@ -467,17 +475,17 @@ class Trainer:
                 self.save(epoch_end=True, best=self.validate())
                 if self.epoch < epochs and any_rank(self.stop.requested, self.ctx):
                     logger.info("stopped after epoch %d; checkpoint written", self.epoch)
-                    return self._result(train_seconds, stopped_by=self.stop.signal or signal.SIGTERM)
+                    return self._result(stopped_by=self.stop.signal or signal.SIGTERM)
         if self.writer is not None:
             self.writer.close()
         logger.info("stage %s done: %.1f s of training; checkpoint %s",
-                    self.stage, train_seconds, checkpoint_path(self.output_dir, self.stage))
-        return self._result(train_seconds)
+                    self.stage, self.train_seconds, checkpoint_path(self.output_dir, self.stage))
+        return self._result()
 
-    def _result(self, train_seconds: float, *, stopped_by: int | None = None, done_before: bool = False) -> dict:
-        """`stopped_by`: the signal that stopped the run (a checkpoint was written); `done_before`:
-        the stage had all its epochs already."""
-        return {"metrics": self.metrics, "train_seconds": train_seconds, "stopped": stopped_by is not None,
+    def _result(self, *, stopped_by: int | None = None, done_before: bool = False) -> dict:
+        """`train_seconds` counts every run of the stage; `stopped_by`: the signal that stopped
+        the run (a checkpoint was written); `done_before`: the stage had all its epochs already."""
+        return {"metrics": self.metrics, "train_seconds": self.train_seconds, "stopped": stopped_by is not None,
                 "signal": stopped_by, "done_before": done_before, "epoch": self.epoch, "iteration": self.iteration,
                 "checkpoint": str(checkpoint_path(self.output_dir, self.stage))}
 
