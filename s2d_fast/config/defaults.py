@@ -102,7 +102,7 @@ _C.SYNTHETIC.TASK = "tiles"  # the generator: tiles (a striped tile shows briefl
 _C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue stays 28-32 px whatever it is
 _C.SYNTHETIC.NUM_FRAMES = 48  # frames per video (12 fps); the cue shows in 1/6 of them
 _C.SYNTHETIC.NUM_BLANK = 0  # cue-free videos generated with the dataset (blank.txt): a class's video without its cue
-_C.SYNTHETIC.TRAIN_BLANK = False  # train on them too, each with a uniform target (outlier exposure; ours): no class named for want of the others
+_C.SYNTHETIC.TRAIN_BLANK = False  # train on them too, target uniform over the classes: no group named by the others' absence
 
 _C.SNET = CfgNode()
 _C.SNET.ARCH = "mobilenetv2"  # synopsis backbone (TSM): a name of the backbone table
