@@ -110,16 +110,3 @@ def test_a_dataset_without_them_is_named(tmp_path):
     root = S.generate_synthetic(tmp_path / "d", 2, 1, fmt="frames", progress=False, workers=1, **SMALL)
     with pytest.raises(ConfigError, match=f"{root / 'blank.txt'}: no cue-free videos"):
         S.blank_records(root)
-
-
-def test_prepare_synthetic_writes_them_when_asked(tmp_path):
-    from click.testing import CliRunner
-    from s2d_fast.cli import main
-
-    out = tmp_path / "d"
-    args = ["prepare", "synthetic", "--out", str(out), "--num-train", "1", "--num-val", "1", "--format", "frames"]
-    result = CliRunner().invoke(main, args + ["--num-blank", "2"])
-    assert result.exit_code == 0, result.output
-    assert len(read_list_file(out / "blank.txt")) == 2 and S.read_meta(out)["num_blank"] == 2
-    wrong = CliRunner().invoke(main, args + ["--num-blank", "-1"])
-    assert wrong.exit_code == 2 and "-1 is not in the range x>=0" in wrong.output
