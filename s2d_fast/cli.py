@@ -224,9 +224,7 @@ def prepare():
 @click.option("--task", type=click.Choice(CHOICES["SYNTHETIC.TASK"]), default=_DEFAULTS.SYNTHETIC.TASK,
               show_default=True, help="The generator: tiles (a striped tile shows briefly) or balls (a moving "
               "ball lights up with a pattern).")
-@click.option("--num-blank", default=_DEFAULTS.SYNTHETIC.NUM_BLANK, show_default=True, type=click.IntRange(min=0),
-              help="Cue-free training videos (blank.txt), for SYNTHETIC.TRAIN_BLANK.")
-def synthetic(out_dir, num_train, num_val, seed, fmt, task, num_blank):
+def synthetic(out_dir, num_train, num_val, seed, fmt, task):
     """Write a built-in details dataset: encoded videos and TSN list files.
 
     In each video one small object shows its colour (the group) and a fine pattern (the class)
@@ -235,7 +233,7 @@ def synthetic(out_dir, num_train, num_val, seed, fmt, task, num_blank):
     """
     from s2d_fast.data.synthetic import generate_synthetic
 
-    click.echo(f"wrote {generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt, task=task, num_blank=num_blank)}")
+    click.echo(f"wrote {generate_synthetic(Path(out_dir), num_train, num_val, seed, fmt, task=task)}")
 
 
 prepare.add_command(prepare_frames, "frames")

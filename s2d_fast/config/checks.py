@@ -38,7 +38,6 @@ _MINIMUMS = {
     "DATA.MAX_FRAMES": 1,
     "DATA.FRAME_STRIDE": 1,
     "S2D.TOPK": 1,
-    "SYNTHETIC.NUM_BLANK": 0,
 }
 
 
@@ -172,19 +171,6 @@ def _check_mixup(cfg: CfgNode) -> None:
         raise ConfigError("MIXUP.ENABLE True mixes nothing with MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA both 0: set one")
 
 
-def _check_blank(cfg: CfgNode) -> None:
-    if not cfg.SYNTHETIC.TRAIN_BLANK:
-        return
-    if cfg.DATA.DATASET != "synthetic":
-        raise ConfigError(f"SYNTHETIC.TRAIN_BLANK trains on the built-in dataset's cue-free videos: it needs "
-                          f"DATA.DATASET synthetic, not {cfg.DATA.DATASET!r}")
-    if cfg.SYNTHETIC.NUM_BLANK == 0:
-        raise ConfigError("SYNTHETIC.TRAIN_BLANK True with SYNTHETIC.NUM_BLANK 0: generate some cue-free videos to train on")
-    if cfg.S2D.DETAIL_SAMPLING:
-        raise ConfigError("SYNTHETIC.TRAIN_BLANK is for the plain TSM (the synopsis network, S2D.DETAIL_SAMPLING False): "
-                          "S2DNet's masked loss has no uniform target for a video of no class")
-
-
 def read_flip_label_map(path: str) -> dict[int, int]:
     """DATA.FLIP_LABEL_MAP's `a b` lines: class a seen mirrored is class b (and b mirrored is a),
     e.g. Something-Something's "pushing left to right" and "pushing right to left"."""
@@ -217,7 +203,6 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _check_authors_parts(cfg)
     _check_model(cfg)
     _check_mixup(cfg)
-    _check_blank(cfg)
     if cfg.TRAIN.COMPILE and not uses_gpus(cfg):
         raise ConfigError(
             "TRAIN.COMPILE True: compiled training steps are no faster than eager ones on the CPU, after minutes "

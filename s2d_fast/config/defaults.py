@@ -101,8 +101,6 @@ _C.SYNTHETIC.FORMAT = "webm"  # webm (VP9) | mp4 (H.264) | frames (JPEG folders)
 _C.SYNTHETIC.TASK = "tiles"  # the generator: tiles (a striped tile shows briefly) | balls (a moving ball lights up with a pattern)
 _C.SYNTHETIC.FRAME_SIZE = 128  # side of the square frames; the cue stays 28-32 px whatever it is
 _C.SYNTHETIC.NUM_FRAMES = 48  # frames per video (12 fps); the cue shows in 1/6 of them
-_C.SYNTHETIC.NUM_BLANK = 0  # cue-free videos generated with the dataset (blank.txt): a class's video without its cue
-_C.SYNTHETIC.TRAIN_BLANK = False  # train on them too, target uniform over the classes: no group named by the others' absence
 
 _C.SNET = CfgNode()
 _C.SNET.ARCH = "mobilenetv2"  # synopsis backbone (TSM): a name of the backbone table

@@ -15,7 +15,6 @@ from .dali import DaliLoader
 from .dataset import VideoDataset
 from .datasets import resolve_dataset
 from .lists import read_list
-from .synthetic import blank_records
 from .samplers import EpochSampler
 
 
@@ -43,8 +42,6 @@ def build_dataset(cfg, split: str, *, generate: bool = True) -> VideoDataset:
     resolved = resolve_dataset(cfg, generate=generate)
     on_bad = cfg.DATA.ON_BAD_SAMPLE
     records, rejected = read_list(resolved.list_file(split), resolved.num_classes, on_bad)
-    if split == "train" and cfg.SYNTHETIC.TRAIN_BLANK:
-        records = records + blank_records(resolved.root)
     flip, label_map = flip_policy(cfg, resolved)
     dataset = VideoDataset(
         records,

@@ -32,17 +32,11 @@ saturated (the group: orange, lime, cyan, magenta) and a 2-px pattern shows insi
 detail: diagonal stripes one way (`slash`) or the other (`backslash`), or concentric `rings`).
 No border marks it: the cue is an object seen all along that changes for a moment, moving ~10
 px while lit, where a tile appears from nowhere and nearly stands still.
-
-Cue-free videos (`SYNTHETIC.NUM_BLANK`, the `blank` split): a class's video drawn without its cue,
-everything else alike. Trained on with a uniform target (`SYNTHETIC.TRAIN_BLANK`), they take
-away the shortcut a network trained on the four groups alone finds: naming one group by the
-absence of the other three's cues, where nothing points at that group's cue.
 """
 
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 import json
 import logging
 import os
@@ -57,10 +51,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from s2d_fast.config import CHOICES, ConfigError
+from s2d_fast.config import CHOICES
 
 from .decoders import TSN_FRAME_TEMPLATE
-from .lists import VideoRecord, read_list_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +102,7 @@ BALL_GROUPS = {
 }
 BALL_DETAILS = ("slash", "backslash", "rings")
 BALL_CLASSES = tuple(f"{group}-{detail}" for group in BALL_GROUPS for detail in BALL_DETAILS)
-SPLITS = {"train": 0, "val": 1, "blank": 2}  # the rng stream of each split
+SPLITS = {"train": 0, "val": 1}
 
 FORMATS = CHOICES["SYNTHETIC.FORMAT"]
 FRAME_TEMPLATE = TSN_FRAME_TEMPLATE
@@ -244,8 +237,7 @@ def render_video(
     """Frames `uint8 (F, H, W, 3)`, label and where the cue is: a pure function of its arguments.
 
     `cue_info` holds `start` and `length` (frames), `boxes` (`(y, x, side)` of the cue's square
-    box in each of those frames), `group`, `detail`, `class_name` and `shown`: False for the
-    `blank` split, whose videos are drawn without the cue (the label is the class it would show).
+    box in each of those frames), `group`, `detail` and `class_name`.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
@@ -255,13 +247,11 @@ def render_video(
     label = label_of(index)
     render, classes = _RENDERERS[task], TASKS[task]
     group, detail = classes[label].split("-")
-    shown = split != "blank"
-    video, info = render(rng, group, detail, frame_size, num_frames, shown)
-    return video, label, {**info, "group": group, "detail": detail, "class_name": classes[label], "shown": shown}
+    video, info = render(rng, group, detail, frame_size, num_frames)
+    return video, label, {**info, "group": group, "detail": detail, "class_name": classes[label]}
 
 
-def _render_tiles(rng: np.random.Generator, group: str, detail: str, s: int, f: int,
-                  shown: bool = True) -> tuple[np.ndarray, dict]:
+def _render_tiles(rng: np.random.Generator, group: str, detail: str, s: int, f: int) -> tuple[np.ndarray, dict]:
     t = np.arange(f, dtype=np.float64)
 
     # Panning gradient between two muted colours.
@@ -315,7 +305,7 @@ def _render_tiles(rng: np.random.Generator, group: str, detail: str, s: int, f: 
             if visible[i]:
                 y, x = path[:, i]
                 np.copyto(frame[y:y + tile.shape[0], x:x + tile.shape[1]], tile, where=mask)
-        if shown and start <= i < start + length:
+        if start <= i < start + length:
             y, x = cue_path[:, i - start]
             frame[y:y + side, x:x + side] = cue
 
@@ -347,8 +337,7 @@ def _lit_ball(rng: np.random.Generator, radius: int, group: str, detail: str) ->
     return ball
 
 
-def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: int,
-                  shown: bool = True) -> tuple[np.ndarray, dict]:
+def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: int) -> tuple[np.ndarray, dict]:
     t = np.arange(f, dtype=np.float64)
     video = _noise_background(rng, s, f)
     rgb, alpha = _clutter_layer(rng, s)
@@ -374,8 +363,8 @@ def _render_balls(rng: np.random.Generator, group: str, detail: str, s: int, f: 
         for k, (r, path, muted) in enumerate(balls[::-1]):
             y, x = path[:, i]
             window = frame[y:y + 2 * r, x:x + 2 * r]
-            lit_now = shown and k == len(balls) - 1 and start <= i < start + length
-            np.copyto(window, lit if lit_now else muted, where=_disc(r)[..., None])
+            shown = lit if k == len(balls) - 1 and start <= i < start + length else muted
+            np.copyto(window, shown, where=_disc(r)[..., None])
     boxes = [(int(cue_path[0, i]), int(cue_path[1, i]), 2 * radius) for i in range(start, start + length)]
     return video, {"start": start, "length": length, "boxes": boxes}
 
@@ -420,12 +409,10 @@ def _make_one(job: tuple) -> tuple[str, int, str, int, int]:
     return split, index, rel, len(video), label
 
 
-def _meta(num_train: int, num_val: int, seed: int, fmt: str, task: str, frame_size: int, num_frames: int,
-          num_blank: int = 0) -> dict:
-    meta = {"version": VERSION, "task": task, "num_train": num_train, "num_val": num_val, "seed": seed,
+def _meta(num_train: int, num_val: int, seed: int, fmt: str, task: str, frame_size: int, num_frames: int) -> dict:
+    return {"version": VERSION, "task": task, "num_train": num_train, "num_val": num_val, "seed": seed,
             "format": fmt, "frame_size": frame_size, "num_frames": num_frames, "fps": FPS,
             "classes": list(TASKS[task])}
-    return {**meta, "num_blank": num_blank} if num_blank else meta  # datasets without them keep their meta
 
 
 def generate_synthetic(
@@ -440,10 +427,8 @@ def generate_synthetic(
     task: str = "tiles",
     frame_size: int = FRAME_SIZE,
     num_frames: int = NUM_FRAMES,
-    num_blank: int = 0,
 ) -> Path:
-    """Write the dataset to `out_dir`: videos, `train.txt`, `val.txt`, `classes.txt`, `meta.json`,
-    and with `num_blank` cue-free videos `blank.txt` (each row the class it would show).
+    """Write the dataset to `out_dir`: videos, `train.txt`, `val.txt`, `classes.txt`, `meta.json`.
 
     Everything is written to a hidden sibling folder first and renamed into place at the end, so
     an interrupted run never leaves a folder that looks complete. An existing `out_dir` is
@@ -466,12 +451,11 @@ def generate_synthetic(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        counts = {"train": num_train, "val": num_val, "blank": num_blank}
         jobs = [(str(tmp), seed, split, i, fmt, task, frame_size, num_frames)
-                for split, n in counts.items() for i in range(n)]
+                for split, n in (("train", num_train), ("val", num_val)) for i in range(n)]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         bar = tqdm(total=len(jobs), desc=f"synthetic {task} {fmt}", unit="video", disable=not progress)
-        rows: dict[str, list] = {split: [] for split, n in counts.items() if n or split != "blank"}
+        rows: dict[str, list] = {"train": [], "val": []}
         # One worker runs in this process: no pool to start for a handful of videos (tests).
         with bar, (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
             results = pool.map(_make_one, jobs, chunksize=8) if pool else map(_make_one, jobs)
@@ -482,7 +466,7 @@ def generate_synthetic(
             lines = [f"{rel} {frames} {label}\n" for _, rel, frames, label in sorted(items)]
             (tmp / f"{split}.txt").write_text("".join(lines))
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in TASKS[task]))
-        meta = _meta(num_train, num_val, seed, fmt, task, frame_size, num_frames, num_blank)
+        meta = _meta(num_train, num_val, seed, fmt, task, frame_size, num_frames)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if read_meta(out_dir) == meta:  # another process (a distributed rank) finished the same dataset first
             shutil.rmtree(tmp)
@@ -516,26 +500,12 @@ def read_meta(root: str | os.PathLike) -> dict | None:
     return meta
 
 
-BLANK_LABEL = -1  # what a cue-free training video is labelled: the loss gives it a uniform target
-
-
-def blank_records(root: str | os.PathLike) -> list[VideoRecord]:
-    """The cue-free videos of a dataset folder as training rows labelled BLANK_LABEL."""
-    path = Path(root) / "blank.txt"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no cue-free videos to train on (SYNTHETIC.TRAIN_BLANK); generate the dataset "
-                          "with SYNTHETIC.NUM_BLANK > 0")
-    return [dataclasses.replace(record, label=BLANK_LABEL) for record in read_list_file(path)]
-
-
 def _cache_root(cfg) -> tuple[Path, dict]:
     """Where DATA.CACHE_DIR keeps the built-in dataset of `cfg`, and the meta it must have."""
     syn = cfg.SYNTHETIC
-    meta = _meta(syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, syn.TASK, syn.FRAME_SIZE, syn.NUM_FRAMES,
-                 syn.NUM_BLANK)
+    meta = _meta(syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, syn.TASK, syn.FRAME_SIZE, syn.NUM_FRAMES)
     task = "" if syn.TASK == "tiles" else f"-{syn.TASK}"  # the tiles' folders keep their names from before
-    blank = f"+{syn.NUM_BLANK}blank" if syn.NUM_BLANK else ""
-    name = (f"synthetic-v{VERSION}{task}-{syn.FORMAT}-seed{syn.SEED}-{syn.NUM_TRAIN}+{syn.NUM_VAL}{blank}"
+    name = (f"synthetic-v{VERSION}{task}-{syn.FORMAT}-seed{syn.SEED}-{syn.NUM_TRAIN}+{syn.NUM_VAL}"
             f"-{syn.FRAME_SIZE}px-{syn.NUM_FRAMES}f")
     return Path(cfg.DATA.CACHE_DIR).expanduser() / name, meta
 
@@ -553,7 +523,6 @@ def ensure_synthetic(cfg) -> Path:
         return root
     syn = cfg.SYNTHETIC
     logger.info("generating the built-in synthetic dataset (%s, %d videos) in %s", syn.TASK,
-                syn.NUM_TRAIN + syn.NUM_VAL + syn.NUM_BLANK, root)
+                syn.NUM_TRAIN + syn.NUM_VAL, root)
     return generate_synthetic(root, syn.NUM_TRAIN, syn.NUM_VAL, syn.SEED, syn.FORMAT, progress=True,
-                              task=syn.TASK, frame_size=syn.FRAME_SIZE, num_frames=syn.NUM_FRAMES,
-                              num_blank=syn.NUM_BLANK)
+                              task=syn.TASK, frame_size=syn.FRAME_SIZE, num_frames=syn.NUM_FRAMES)

@@ -18,15 +18,6 @@ from s2d_fast.kernels import gather_frames
 from .sampler import linspace_indices, uniform_indices
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the batch, where a negative label (a cue-free video of the built-in
-    dataset, SYNTHETIC.TRAIN_BLANK) has a uniform target over the classes: outlier exposure
-    (Hendrycks et al., ICLR 2019), so that a class is not predicted for want of the others."""
-    log_prob = torch.log_softmax(logits.float(), dim=1)
-    own = log_prob.gather(1, labels.clamp(min=0)[:, None])[:, 0]
-    return -torch.where(labels < 0, log_prob.mean(dim=1), own).mean()
-
-
 class VideoModel(nn.Module):
     """The common interface; subclasses build their networks and define `forward` and `loss`."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 
 from .backbones import backbone_from_config
-from .base import VideoModel, classification_loss
+from .base import VideoModel
 from .weights import load_pretrained
 
 logger = logging.getLogger("s2d_fast")
@@ -42,5 +43,5 @@ class TSM(VideoModel):
         return {"z_d": z_d, "log_prob": torch.log_softmax(z_d.float(), dim=1)}
 
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss = classification_loss(out["z_d"], labels)
+        loss = F.cross_entropy(out["z_d"], labels)
         return {"loss": loss, "loss_detail": loss.detach()}
