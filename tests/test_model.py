@@ -98,37 +98,6 @@ def test_uniform_baseline_is_plain_tsm():
     assert torch.allclose(out["log_prob"], torch.log_softmax(out["z_d"], 1))
 
 
-def test_multiple_instance_loss_reads_each_class_at_its_best_frame_and_cell():
-    """DNET.MIL_LOSS_WEIGHT: each class's logit where it is highest over (frame, y, x) of the
-    last feature map, one-hot binary cross-entropy summed over classes, added to the loss."""
-    from s2d_fast.config import ConfigError
-
-    cfg = small_cfg("S2D.DETAIL_SAMPLING", "False", "DNET.MIL_LOSS_WEIGHT", "0.5", "DNET.INPUT_SIZE", "64")
-    model = build_model(cfg, num_classes=10)
-    frames, n_valid, labels = batch()
-    model.train()
-    out = model(frames, n_valid)
-    losses = model.loss(out, labels)
-    with torch.no_grad():
-        feat = model.dnet.forward_features(model.uniform_frames(frames, n_valid, 4, 64))  # (B*4, 512, 2, 2)
-        assert feat.shape[-2:] == (2, 2)
-        expected = 0.0
-        for video in range(2):
-            cells = feat[4 * video:4 * video + 4].permute(0, 2, 3, 1).reshape(16, -1)  # 4 frames x 2 x 2
-            best = model.dnet.fc(cells).max(0).values
-            target = torch.zeros(10)
-            target[labels[video]] = 1
-            expected += torch.nn.functional.binary_cross_entropy_with_logits(best, target, reduction="sum") / 2
-    assert torch.allclose(losses["loss_mil"], expected, rtol=1e-4)
-    assert torch.allclose(losses["loss"], losses["loss_detail"] + 0.5 * expected, rtol=1e-4)
-    model.eval()
-    assert set(model(frames, n_valid)) == {"z_d", "log_prob"}  # evaluation computes nothing extra
-    with pytest.raises(ConfigError, match="DNET.MIL_LOSS_WEIGHT trains the tsm model's classifier"):
-        small_cfg("DNET.MIL_LOSS_WEIGHT", "1")
-    with pytest.raises(ConfigError, match="DNET.MIL_LOSS_WEIGHT must be >= 0"):
-        small_cfg("S2D.DETAIL_SAMPLING", "False", "DNET.MIL_LOSS_WEIGHT", "-1")
-
-
 def test_uniform_indices_are_tsn_segment_centres():
     idx = uniform_indices(torch.tensor([16, 3, 1]), 4)
     assert idx.tolist() == [[2, 6, 10, 14], [0, 1, 1, 2], [0, 0, 0, 0]]

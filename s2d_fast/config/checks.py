@@ -150,11 +150,6 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"S2D.EVIDENCE_ZOOM must be >= 0 (0: no scale target), got {cfg.S2D.EVIDENCE_ZOOM}")
     if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
         raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
-    if cfg.DNET.MIL_LOSS_WEIGHT < 0:
-        raise ConfigError(f"DNET.MIL_LOSS_WEIGHT must be >= 0 (0 switches it off), got {cfg.DNET.MIL_LOSS_WEIGHT}")
-    if cfg.DNET.MIL_LOSS_WEIGHT and cfg.S2D.DETAIL_SAMPLING:
-        raise ConfigError("DNET.MIL_LOSS_WEIGHT trains the tsm model's classifier (a synopsis network, the uniform "
-                          "baseline): set S2D.DETAIL_SAMPLING False, or the weight to 0")
     placed = [f"S2D.{key}" for key in ("SAMPLER_ANCHOR", "WARMUP_WINDOW") if cfg.S2D[key] == "evidence"]
     if (cfg.S2D.EVIDENCE_LOSS_WEIGHT or placed) and cfg.SNET.TEMPORAL_POOL:
         raise ConfigError("SNet's evidence (S2D.EVIDENCE_LOSS_WEIGHT, S2D.SAMPLER_ANCHOR / S2D.WARMUP_WINDOW evidence) "

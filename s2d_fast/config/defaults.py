@@ -127,7 +127,6 @@ _C.DNET.PRETRAINED_STRICT = True  # False: keys that do not fit keep their init,
 _C.DNET.SHIFT = True  # temporal shift in the residual branches (False: a plain 2-D CNN, TSN)
 _C.DNET.PARTIAL_BN = False  # TSM's partial BN: freeze every BN but the first (for pretrained nets)
 _C.DNET.TEMPORAL_POOL = False  # TSM's temporal pooling: halve the frames after the first stage
-_C.DNET.MIL_LOSS_WEIGHT = 0.0  # uniform baseline (tsm) only: weight of a multiple-instance loss, each class's logit at its best (frame, cell) of the feature map against the one-hot label by binary cross-entropy, so a class is seen somewhere, not told by the absence of the others (ours)
 
 _C.S2D = CfgNode()
 _C.S2D.DETAIL_SAMPLING = True  # True: the s2dnet model; False: tsm, the uniform baseline (TSM on K uniform frames)
