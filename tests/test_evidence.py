@@ -89,6 +89,8 @@ def test_evidence_loss_trains_only_the_sampler_and_only_in_the_sampling_stage():
     (("S2D.EVIDENCE_ZOOM", "-1"), "S2D.EVIDENCE_ZOOM must be >= 0"),
     (("S2D.EVIDENCE_LOSS_WEIGHT", "1", "SNET.ARCH", "resnet18", "SNET.TEMPORAL_POOL", "True"),
      "set SNET.TEMPORAL_POOL False"),
+    (("S2D.EVIDENCE_FRAME", "saliency-logit"), "S2D.EVIDENCE_FRAME saliency-logit weighs the saliency's frames: "
+     "set S2D.EVIDENCE_MAP saliency"),
 ])
 def test_bad_evidence_settings_are_refused(pairs, message):
     with pytest.raises(ConfigError, match=message):
@@ -201,6 +203,33 @@ def test_saliency_evidence_finds_the_most_salient_frame_and_point():
     assert center.tolist() == [index[0, 2].item() + 0.5, index[1, 0].item() + 0.5]
     assert stride.tolist() == [1.0, 1.0]
     assert xy.tolist() == [[24.5 * 1.5 - 0.5, 8.5 * 1.5 - 0.5], [0.5 * 1.5 - 0.5, 31.5 * 1.5 - 0.5]]
+
+
+@pytest.mark.parametrize("frame", ["saliency", "saliency-logit"])
+def test_saliency_logit_evidence_takes_the_frame_the_top_class_is_read_in(frame):
+    """S2D.EVIDENCE_FRAME saliency-logit: each frame's saliency peak weighed by the softmax over
+    frames of the top class's logit on that frame alone; the window at that frame's salient point."""
+    model = _model("S2D.EVIDENCE_MAP", "saliency", "S2D.SAMPLER_ANCHOR", "evidence", "S2D.EVIDENCE_FRAME", frame)
+    with torch.no_grad():
+        model.snet.fc.weight.zero_()
+        model.snet.fc.bias.zero_()
+        model.snet.fc.weight[2, 0] = 1.0  # class 2 reads channel 0
+    e = _feature_map(2, 4, model.snet.num_features, 2, 2, [(1, 0, 1), (3, 1, 0)])  # class 2 on frames 1 and 3
+    z_s = torch.zeros(2, 6)
+    z_s[:, 2] = 1.0
+    saliency = torch.zeros(2, 4, 32, 32)
+    saliency[0, 2, 0, 0], saliency[0, 1, 8, 24] = 5.0, 2.0  # video 0: the most salient frame is not class 2's
+    saliency[1, 0, 0, 0], saliency[1, 3, 31, 0] = 5.0, 1.0
+    n_valid = torch.tensor([12, 8])
+    center, stride, xy = model.evidence(e, z_s, n_valid, (48, 48), saliency)
+    index = uniform_indices(n_valid, 4).float()
+    if frame == "saliency":
+        assert center.tolist() == [index[0, 2].item() - 0.5, index[1, 0].item() + 0.5]
+        assert xy.tolist() == [[0.5 * 1.5 - 0.5] * 2] * 2
+    else:  # the comb leans toward the neighbour of the larger weighed peak: video 0's frame 2, video 1's none after
+        assert center.tolist() == [index[0, 1].item() + 0.5, index[1, 3].item() - 0.5]
+        assert xy.tolist() == [[24.5 * 1.5 - 0.5, 8.5 * 1.5 - 0.5], [0.5 * 1.5 - 0.5, 31.5 * 1.5 - 0.5]]
+    assert stride.tolist() == [1.0, 1.0]
 
 
 def test_an_anchored_sampler_starts_where_the_evidence_is(monkeypatch):

@@ -150,6 +150,9 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"S2D.EVIDENCE_ZOOM must be >= 0 (0: no scale target), got {cfg.S2D.EVIDENCE_ZOOM}")
     if cfg.S2D.EVIDENCE_TEMPERATURE <= 0:
         raise ConfigError(f"S2D.EVIDENCE_TEMPERATURE must be positive, got {cfg.S2D.EVIDENCE_TEMPERATURE}")
+    if cfg.S2D.EVIDENCE_FRAME != "saliency" and cfg.S2D.EVIDENCE_MAP != "saliency":
+        raise ConfigError(f"S2D.EVIDENCE_FRAME {cfg.S2D.EVIDENCE_FRAME} weighs the saliency's frames: "
+                          "set S2D.EVIDENCE_MAP saliency")
     placed = [f"S2D.{key}" for key in ("SAMPLER_ANCHOR", "WARMUP_WINDOW") if cfg.S2D[key] == "evidence"]
     if (cfg.S2D.EVIDENCE_LOSS_WEIGHT or placed) and cfg.SNET.TEMPORAL_POOL:
         raise ConfigError("SNet's evidence (S2D.EVIDENCE_LOSS_WEIGHT, S2D.SAMPLER_ANCHOR / S2D.WARMUP_WINDOW evidence) "

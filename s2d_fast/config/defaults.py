@@ -170,6 +170,7 @@ _C.S2D.EVIDENCE_LOSS_WEIGHT = 0.0  # sampling stage: weight of a loss pulling f_
 _C.S2D.EVIDENCE_TEMPERATURE = 1.0  # softmax temperature over that map's logits, over SNet's frames and over its positions
 _C.S2D.EVIDENCE_ZOOM = 0.0  # the zoom (identity stride over the window's) that loss also pulls each window to; 0: the scale is left to the task loss
 _C.S2D.EVIDENCE_MAP = "cam"  # the evidence's map: cam (SNet's class activation map, its h x w cells) | saliency (|gradient x input| of SNet's top class on its input frames; ours)
+_C.S2D.EVIDENCE_FRAME = "saliency"  # EVIDENCE_MAP saliency: the comb's frame is the one with the largest saliency peak | saliency-logit: that peak times the softmax over SNet's frames (EVIDENCE_TEMPERATURE) of the top class's per-frame logit (ours)
 _C.S2D.SAMPLER_ANCHOR = "identity"  # what f_theta's outputs move the sampler from: identity (uniform whole frames, the paper's) | evidence (where SNet's evidence is, at EVIDENCE_ZOOM; ours)
 _C.S2D.SPATIAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's spatial branch
 _C.S2D.TEMPORAL_LR_RATIO = 1.0  # sampling stage: extra factor for f_theta's temporal branch
@@ -221,6 +222,7 @@ CHOICES = {
     "S2D.PARAMETERISATION": ("s2d-fast", "authors"),
     "S2D.WARMUP_WINDOW": ("whole", "center", "evidence"),
     "S2D.EVIDENCE_MAP": ("cam", "saliency"),
+    "S2D.EVIDENCE_FRAME": ("saliency", "saliency-logit"),
     "S2D.SAMPLER_ANCHOR": ("identity", "evidence"),
     "S2D.PREDICTION": ("masked", "logits"),
 }

@@ -178,6 +178,7 @@ class S2DNet(VideoModel):
         self.evidence_temperature = s2d.EVIDENCE_TEMPERATURE
         self.evidence_zoom = s2d.EVIDENCE_ZOOM
         self.evidence_map = s2d.EVIDENCE_MAP
+        self.evidence_frame = s2d.EVIDENCE_FRAME
         self.anchored = s2d.SAMPLER_ANCHOR == "evidence"
         self.warmup_at_evidence = s2d.WARMUP_WINDOW == "evidence"
         # The window's stride at the identity, over the frame's side: the sampler's formulas.
@@ -340,13 +341,16 @@ class S2DNet(VideoModel):
             e, z_s = e.detach(), z_s.detach()
         return e, z_s, saliency.view(z_s.shape[0], -1, *saliency.shape[-2:])
 
-    def _saliency_evidence(self, saliency: torch.Tensor, n_valid: torch.Tensor, frame_hw: tuple[int, int]):
-        """`evidence` from SNet's saliency: the comb on SNet's most salient frame, half a
-        candidate toward the more salient of its neighbours when K is even, so that at a stride
-        of one candidate every detail frame is a whole candidate, not a blend of two; the window
-        on that frame's most salient point."""
+    def _saliency_evidence(self, saliency: torch.Tensor, n_valid: torch.Tensor, frame_hw: tuple[int, int],
+                           frame_weight: torch.Tensor | None = None):
+        """`evidence` from SNet's saliency: the comb on SNet's most salient frame (its peak times
+        `frame_weight` `(B, T_s)` where given), half a candidate toward the more salient of its
+        neighbours when K is even, so that at a stride of one candidate every detail frame is a
+        whole candidate, not a blend of two; the window on that frame's most salient point."""
         b, t_s, h, w = saliency.shape
         peak = saliency.flatten(2).amax(2)  # (B, T_s)
+        if frame_weight is not None:
+            peak = peak * frame_weight
         best = peak.argmax(1)
         pick = uniform_indices if self.snet_choice == "segments" else linspace_indices
         index = pick(n_valid, t_s).to(saliency.dtype)
@@ -365,18 +369,26 @@ class S2DNet(VideoModel):
     def evidence(self, e: torch.Tensor, z_s: torch.Tensor, n_valid: torch.Tensor, frame_hw: tuple[int, int],
                  saliency: torch.Tensor | None = None):
         """Where SNet sees its top class, in the sampler's units (S2D.EVIDENCE_MAP `saliency`:
-        from `saliency`, see `_saliency_evidence`; `cam`:) the class activation map of
-        z_s's top class (SNet's classifier at every (t, y, x) of its feature map; their mean is
-        z_s), softmaxed over SNet's frames and, weighted by those, over positions. Returns the
-        candidate index it centres on `(B,)`, the comb stride that spans its spread over time
-        `(B,)` and the window centre on the candidate frames in pixels `(B, 2)` as (x, y)."""
-        if saliency is not None:
+        from `saliency`, see `_saliency_evidence`, its frames weighed by the top class's
+        per-frame logit under S2D.EVIDENCE_FRAME saliency-logit; `cam`:) the class activation
+        map of z_s's top class (SNet's classifier at every (t, y, x) of its feature map; their
+        mean is z_s), softmaxed over SNet's frames and, weighted by those, over positions.
+        Returns the candidate index it centres on `(B,)`, the comb stride that spans its spread
+        over time `(B,)` and the window centre on the candidate frames in pixels `(B, 2)` as (x, y)."""
+        if saliency is not None and self.evidence_frame == "saliency":
             return self._saliency_evidence(saliency, n_valid, frame_hw)
         b = z_s.shape[0]
         top = z_s.argmax(1)
         weight, bias = self.snet.fc.weight[top].float(), self.snet.fc.bias[top].float()
         feat = e.float().view(b, -1, *e.shape[1:])  # (B, T_s, C, h, w)
         cam = torch.einsum("btchw,bc->bthw", feat, weight) + bias[:, None, None, None]
+        if saliency is not None:
+            # The frame SNet reads its class in, by the logit its classifier gives that frame
+            # alone: on the built-in balls it finds the cue of the colour group the saliency
+            # misses (the one named by the others' absence), and the saliency those it misses.
+            frame_logit = cam.flatten(2).mean(2)
+            return self._saliency_evidence(saliency, n_valid, frame_hw,
+                                           torch.softmax(frame_logit / self.evidence_temperature, dim=1))
         when = torch.softmax(cam.flatten(2).amax(2) / self.evidence_temperature, dim=1)  # (B, T_s)
         pick = uniform_indices if self.snet_choice == "segments" else linspace_indices
         index = pick(n_valid, self.snet_frames).to(when.dtype)
