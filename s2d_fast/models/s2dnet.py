@@ -384,8 +384,9 @@ class S2DNet(VideoModel):
         cam = torch.einsum("btchw,bc->bthw", feat, weight) + bias[:, None, None, None]
         if saliency is not None:
             # The frame SNet reads its class in, by the logit its classifier gives that frame
-            # alone: on the built-in balls it finds the cue of the colour group the saliency
-            # misses (the one named by the others' absence), and the saliency those it misses.
+            # alone: on the built-in tasks it finds much of the cue of the colour group the
+            # saliency misses (the one named by the others' absence: balls lime 37% -> 80%),
+            # and the saliency finds the cues it misses (bench/RESULTS.md, "The comb's frame").
             frame_logit = cam.flatten(2).mean(2)
             return self._saliency_evidence(saliency, n_valid, frame_hw,
                                            torch.softmax(frame_logit / self.evidence_temperature, dim=1))
