@@ -130,3 +130,20 @@ def test_a_truncated_video_is_read_to_its_real_end_and_said_once(tmp_path, caplo
     assert levels == L.segment_indices(real, 8, train=False)[0].tolist()  # spread over what is there
     said = [r.message for r in caplog.records if "the list says 48 frames" in r.message]
     assert len(said) == 1 and f"has {real}" in said[0] and said[0].startswith(f"{tmp_path / 'val.txt'}:1:")
+
+
+def _decode_all(path):
+    return L.decoders.decode_video(path, np.arange(6), 16)[0]
+
+
+def test_a_worker_forked_after_the_parent_decoded_decodes_too(tmp_path):
+    """A DataLoader worker is forked after the parent process has decoded (validation, a first
+    epoch): PyAV 18.1.1's swscale slice threads did not survive the fork and the worker hung."""
+    import multiprocessing
+
+    path = tmp_path / "grey.webm"
+    _write(path, [GRAY_STEP * i for i in range(6)], size=(48, 32))
+    expected = _decode_all(str(path))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_decode_all, (str(path),)).get(timeout=60)
+    np.testing.assert_array_equal(got, expected)

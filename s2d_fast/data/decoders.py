@@ -130,7 +130,9 @@ def frame_to_rgb(frame: av.VideoFrame, short_side: int) -> np.ndarray:
     if short_side:
         width, height = scaled_size(width, height, short_side)
     stored = (height, width) if turns % 2 else (width, height)
-    image = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1], interpolation="BILINEAR")
+    # One swscale thread: PyAV 18.1.1 keeps a slice-thread pool that a DataLoader worker forked
+    # after the parent decoded inherits without its threads, and the worker hangs for good.
+    image = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1], interpolation="BILINEAR", threads=1)
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 

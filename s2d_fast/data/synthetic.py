@@ -389,7 +389,10 @@ def _write_video(path: Path, video: np.ndarray, fmt: str) -> None:
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            # Converted here with one swscale thread, as decoders.frame_to_rgb: the generator's
+            # pool forks after the parent may have converted frames.
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p", threads=1)
+            container.mux(stream.encode(yuv))
         container.mux(stream.encode())
 
 
