@@ -50,7 +50,7 @@ class TsmBaseline(Dataset):
             stream.thread_count = 1  # one thread per worker: the same thread count as the DALI pipeline
             for n, frame in enumerate(container.decode(stream)):
                 if n in wanted:
-                    images[n] = frame.to_image()
+                    images[n] = frame.to_image(threads=1)  # as decoders.frame_to_rgb: PyAV 18.1.1 hangs forked workers
                 if n >= indices.max():
                     break
         last = images[max(images)]

@@ -3,6 +3,7 @@ truncation, lists without frame counts. Both backends and the frame folders `pre
 writes must read the same frames, the way ffmpeg shows them."""
 
 import logging
+import multiprocessing
 from fractions import Fraction
 
 import av
@@ -139,8 +140,6 @@ def _decode_all(path):
 def test_a_worker_forked_after_the_parent_decoded_decodes_too(tmp_path):
     """A DataLoader worker is forked after the parent process has decoded (validation, a first
     epoch): PyAV 18.1.1's swscale slice threads did not survive the fork and the worker hung."""
-    import multiprocessing
-
     path = tmp_path / "grey.webm"
     _write(path, [GRAY_STEP * i for i in range(6)], size=(48, 32))
     expected = _decode_all(str(path))

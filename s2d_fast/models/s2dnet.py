@@ -366,6 +366,14 @@ class S2DNet(VideoModel):
                           ((flat // w).to(saliency.dtype) + 0.5) * height / h - 0.5], dim=1)
         return center, torch.ones_like(center), xy
 
+    def _top_class_cam(self, e: torch.Tensor, z_s: torch.Tensor) -> torch.Tensor:
+        """The class activation map of z_s's top class, `(B, T_s, h, w)` in float32: SNet's
+        classifier at every (t, y, x) of its feature map `e`; its mean over them is z_s."""
+        top = z_s.argmax(1)
+        weight, bias = self.snet.fc.weight[top].float(), self.snet.fc.bias[top].float()
+        feat = e.float().view(z_s.shape[0], -1, *e.shape[1:])  # (B, T_s, C, h, w)
+        return torch.einsum("btchw,bc->bthw", feat, weight) + bias[:, None, None, None]
+
     def evidence(self, e: torch.Tensor, z_s: torch.Tensor, n_valid: torch.Tensor, frame_hw: tuple[int, int],
                  saliency: torch.Tensor | None = None):
         """Where SNet sees its top class, in the sampler's units (S2D.EVIDENCE_MAP `saliency`:
@@ -375,21 +383,17 @@ class S2DNet(VideoModel):
         mean is z_s), softmaxed over SNet's frames and, weighted by those, over positions.
         Returns the candidate index it centres on `(B,)`, the comb stride that spans its spread
         over time `(B,)` and the window centre on the candidate frames in pixels `(B, 2)` as (x, y)."""
-        if saliency is not None and self.evidence_frame == "saliency":
-            return self._saliency_evidence(saliency, n_valid, frame_hw)
-        b = z_s.shape[0]
-        top = z_s.argmax(1)
-        weight, bias = self.snet.fc.weight[top].float(), self.snet.fc.bias[top].float()
-        feat = e.float().view(b, -1, *e.shape[1:])  # (B, T_s, C, h, w)
-        cam = torch.einsum("btchw,bc->bthw", feat, weight) + bias[:, None, None, None]
         if saliency is not None:
-            # The frame SNet reads its class in, by the logit its classifier gives that frame
-            # alone: on the built-in tasks it finds much of the cue of the colour group the
-            # saliency misses (the one named by the others' absence: balls lime 37% -> 80%),
-            # and the saliency finds the cues it misses (bench/RESULTS.md, "The comb's frame").
-            frame_logit = cam.flatten(2).mean(2)
-            return self._saliency_evidence(saliency, n_valid, frame_hw,
-                                           torch.softmax(frame_logit / self.evidence_temperature, dim=1))
+            frame_weight = None
+            if self.evidence_frame == "saliency-logit":
+                # The frame SNet reads its class in, by the logit its classifier gives that frame
+                # alone. On the built-in tasks it finds much of the cue of the colour group the
+                # saliency misses (the one named by the others' absence: balls lime 37% -> 80%),
+                # and the saliency finds the cues it misses (bench/RESULTS.md, "The comb's frame").
+                frame_logit = self._top_class_cam(e, z_s).flatten(2).mean(2)
+                frame_weight = torch.softmax(frame_logit / self.evidence_temperature, dim=1)
+            return self._saliency_evidence(saliency, n_valid, frame_hw, frame_weight)
+        cam = self._top_class_cam(e, z_s)
         when = torch.softmax(cam.flatten(2).amax(2) / self.evidence_temperature, dim=1)  # (B, T_s)
         pick = uniform_indices if self.snet_choice == "segments" else linspace_indices
         index = pick(n_valid, self.snet_frames).to(when.dtype)
