@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2d_fast.config import load_config
+from s2d_fast.config import ConfigError, load_config
 from s2d_fast.engine import trainer as trainer_module
 from s2d_fast.models import S2DNet
 from s2d_fast.checkpoint import CheckpointError, link_checkpoint, load_checkpoint, save_checkpoint
@@ -141,6 +141,24 @@ def test_training_time_counts_every_run_of_the_stage(tiny_dataset, tmp_path, mon
     resumed = run(stop_after=None)
     assert not resumed["stopped"] and resumed["train_seconds"] == pytest.approx(10.0 * 2 * per_epoch)
     assert run(stop_after=None)["train_seconds"] == pytest.approx(10.0 * 2 * per_epoch)  # trained already: the same
+
+
+def test_continuing_with_another_optimizer_is_refused_naming_the_checkpoint(tiny_dataset, tmp_path):
+    """The optimiser's state is SGD's momentum or AdamW's moments: a run continued with the other
+    one would load state that does not fit; it stops, naming the checkpoint and both settings."""
+    def trainer(optimizer: str, epochs: str):
+        cfg = load_config(None, tiny_run(tiny_dataset, tmp_path, "TRAIN.EPOCHS", epochs, "TRAIN.STAGE", "warmup",
+                                         "TRAIN.EVAL_PERIOD", "0", "TRAIN.OPTIMIZER", optimizer))
+        return trainer_module.Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu")))
+
+    trainer("sgd", "1").run()
+    last = tmp_path / "checkpoints" / "warmup-last.pt"
+    with pytest.raises(ConfigError) as err:
+        trainer("adamw", "2")
+    assert str(err.value) == (f"{last} continues a run trained with TRAIN.OPTIMIZER sgd, and this one has adamw: "
+                              "set TRAIN.OPTIMIZER sgd, or TRAIN.AUTO_RESUME False to start over")
+    trainer("sgd", "2").run()  # the same optimiser continues it
+    assert torch.load(last, weights_only=True)["epoch"] == 2
 
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tiny_dataset, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 import torch
 
-from s2d_fast.engine.optim import parameter_groups
+from s2d_fast.engine.optim import build_optimizer, parameter_groups
 from s2d_fast.models import build_model, s2d_loss
 
 from test_model import batch, small_cfg
@@ -44,3 +44,33 @@ def test_parameter_groups_follow_tsm():
     assert sum(p.numel() for g in groups.values() for p in g["params"]) == n_params
     model.set_stage("warmup")
     assert {g["name"] for g in parameter_groups(model, cfg)} == {"weight", "norm", "bias"}
+
+
+def test_optimizer_is_sgd_by_default_and_adamw_decays_apart_from_the_gradient():
+    cfg = small_cfg()
+    model = build_model(cfg, num_classes=10)
+    optimizer, _ = build_optimizer(model, cfg, steps_per_epoch=1)
+    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"] == 0.9
+
+    torch.manual_seed(0)
+    cfg = small_cfg("TRAIN.OPTIMIZER", "adamw", "TRAIN.BASE_LR", "0.001", "TRAIN.WEIGHT_DECAY", "0.05")
+    model = build_model(cfg, num_classes=10)
+    model.set_stage("warmup")
+    model.train()
+    optimizer, _ = build_optimizer(model, cfg, steps_per_epoch=1)
+    assert type(optimizer) is torch.optim.AdamW
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert (groups["weight"]["lr"], groups["weight"]["weight_decay"]) == (0.001, 0.05)
+    assert (groups["bias"]["lr"], groups["bias"]["weight_decay"]) == (0.002, 0.0)
+    frames, n_valid, labels = batch()
+    s2d_loss(model(frames, n_valid), labels, 1.0)["loss"].backward()
+    before = {id(p): p.detach().clone() for g in optimizer.param_groups for p in g["params"]}
+    optimizer.step()
+    # Adam's first step moves each element by lr * g / (|g| + eps); the decay scales the weight
+    # by (1 - lr * decay) on its own, whatever the gradient.
+    for group in optimizer.param_groups:
+        lr, decay = group["lr"], group["weight_decay"]
+        for p in group["params"]:
+            g = p.grad
+            expected = before[id(p)] * (1 - lr * decay) - lr * g / (g.abs() + 1e-8)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7)

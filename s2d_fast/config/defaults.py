@@ -19,10 +19,11 @@ _C.TRAIN.STAGE = "warmup"  # warmup (sampler fixed) | sampling (sampler learns; 
 _C.TRAIN.EPOCHS = 30  # passes over the training list
 _C.TRAIN.BATCH_SIZE = 8  # videos per batch (see BATCH_SIZE_SCOPE); a step sums ACCUM_STEPS batches
 _C.TRAIN.BATCH_SIZE_SCOPE = "all"  # all: BATCH_SIZE sums every process's videos | process: one process's (authors')
-_C.TRAIN.BASE_LR = 0.01  # SGD learning rate before the schedule (see BASE_LR_SCOPE)
+_C.TRAIN.OPTIMIZER = "sgd"  # sgd: with MOMENTUM, WEIGHT_DECAY as L2 (TSM's, the authors') | adamw: Adam with WEIGHT_DECAY decoupled
+_C.TRAIN.BASE_LR = 0.01  # learning rate before the schedule (see BASE_LR_SCOPE)
 _C.TRAIN.BASE_LR_SCOPE = "batch"  # batch: BASE_LR is the whole batch's rate | video: per video, x global batch (authors')
 _C.TRAIN.MOMENTUM = 0.9  # SGD momentum
-_C.TRAIN.WEIGHT_DECAY = 5e-4  # L2 on weights (which ones: PARAM_GROUPS)
+_C.TRAIN.WEIGHT_DECAY = 5e-4  # weight decay (which parameters: PARAM_GROUPS)
 _C.TRAIN.PARAM_GROUPS = "tsm"  # tsm: biases x2 lr, no decay on biases and BN | authors: Linear weights x5, biases x10, conv biases x2, every parameter decays
 _C.TRAIN.NEW_FC_LR_RATIO = 5.0  # TSM: a new classifier on a pretrained backbone learns 5x faster
 _C.TRAIN.LR_SCHEDULE = "cosine"  # cosine: per iteration down to 0 | authors: per epoch, WARMUP_EPOCHS ramp, cosine to LR_FLOOR
@@ -187,6 +188,7 @@ _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no
 _BACKBONES = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "resnet101")  # models/backbones.py's table
 CHOICES = {
     "TRAIN.STAGE": ("warmup", "sampling"),
+    "TRAIN.OPTIMIZER": ("sgd", "adamw"),
     "TRAIN.AMP": ("none", "bf16", "fp16", "auto"),
     "TRAIN.COMPILE_MODE": _COMPILE_MODES,
     "TEST.AMP": ("auto", "none", "bf16", "fp16"),

@@ -1,4 +1,4 @@
-"""Optimiser and schedule: SGD with TSM's or the authors' parameter groups, and a cosine decay
+"""Optimiser and schedule: SGD (or AdamW, TRAIN.OPTIMIZER) with TSM's or the authors' parameter groups, and a cosine decay
 per iteration (s2d-fast) or per epoch after a linear ramp (the authors', AUTHORS-S2DNET.md 12-13).
 
 The authors build two SGDs, one for the sampler; one SGD whose groups carry the same rates,
@@ -92,9 +92,13 @@ def lr_factor(cfg, steps_per_epoch: int, base_lr: float, warmup_lr: float):
 
 
 def build_optimizer(model, cfg, steps_per_epoch: int, world: int = 1):
-    """SGD over `parameter_groups` at the run's learning rate (`config.learning_rates`) and the
-    TRAIN.LR_SCHEDULE schedule, stepped once per optimiser step."""
+    """TRAIN.OPTIMIZER over `parameter_groups` at the run's learning rate
+    (`config.learning_rates`) and the TRAIN.LR_SCHEDULE schedule, stepped once per optimiser step."""
     base_lr, warmup_lr, _ = learning_rates(cfg, world)
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg, base_lr), lr=base_lr, momentum=cfg.TRAIN.MOMENTUM)
+    groups = parameter_groups(model, cfg, base_lr)
+    if cfg.TRAIN.OPTIMIZER == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=base_lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.TRAIN.MOMENTUM)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, base_lr, warmup_lr))
     return optimizer, scheduler

@@ -230,7 +230,7 @@ class Trainer:
         self.step_lr = self.scheduler.get_last_lr()[0]
         self.metrics: dict = {}  # of the last validation
         if state is not None and state["stage"] == self.stage:
-            self._resume(state)
+            self._resume(state, start)
         wrapped = self.model
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -248,8 +248,14 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         logger.info("loaded %s (stage %s, epoch %d)", path, state["stage"], state["epoch"])
 
-    def _resume(self, state: dict) -> None:
+    def _resume(self, state: dict, path: Path) -> None:
         """The same stage: carry on where it stopped, not from scratch."""
+        saved = "adamw" if "betas" in state["optimizer"]["param_groups"][0] else "sgd"  # AdamW's groups carry betas
+        if saved != self.cfg.TRAIN.OPTIMIZER:
+            raise ConfigError(
+                f"{path} continues a run trained with TRAIN.OPTIMIZER {saved}, and this one has "
+                f"{self.cfg.TRAIN.OPTIMIZER}: set TRAIN.OPTIMIZER {saved}, or TRAIN.AUTO_RESUME False to start over"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
