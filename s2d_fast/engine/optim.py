@@ -1,5 +1,6 @@
-"""Optimiser and schedule: SGD (or AdamW, TRAIN.OPTIMIZER) with TSM's or the authors' parameter groups, and a cosine decay
-per iteration (s2d-fast) or per epoch after a linear ramp (the authors', AUTHORS-S2DNET.md 12-13).
+"""Optimiser and schedule: SGD (or AdamW, TRAIN.OPTIMIZER) with TSM's or the authors' parameter
+groups, and a cosine decay per iteration (s2d-fast) or per epoch after a linear ramp (the
+authors', AUTHORS-S2DNET.md 12-13).
 
 The authors build two SGDs, one for the sampler; one SGD whose groups carry the same rates,
 momentum and decay takes the same steps, and the gradient is clipped over all of them alike.
