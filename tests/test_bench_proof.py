@@ -33,8 +33,9 @@ def test_recipes_differ_only_where_they_should():
         assert cfg.SYNTHETIC.SEED == cfg.RNG_SEED == 1
         assert cfg.SYNTHETIC.NUM_VAL == 600
         if name != "synopsis":
-            assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE) == (
-                cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE)
+            assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE, cfg.DNET.DROPOUT) == (
+                cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE,
+                cfgs["uniform"].DNET.DROPOUT)
     assert not cfgs["uniform"].S2D.DETAIL_SAMPLING
     # The synopsis recipe is a plain TSM shaped as S2DNet's SNet, and every S2DNet recipe's SNet
     # starts from it.
