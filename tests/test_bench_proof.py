@@ -29,13 +29,15 @@ def _overrides(root):
 
 def test_recipes_differ_only_where_they_should():
     cfgs = {r.name: proof.recipe_config(r, 1, proof.Path("/tmp/out"), []) for r in proof.RECIPES}
+
+    def detail_network(cfg):
+        return cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE, cfg.DNET.DROPOUT
+
     for name, cfg in cfgs.items():
         assert cfg.SYNTHETIC.SEED == cfg.RNG_SEED == 1
         assert cfg.SYNTHETIC.NUM_VAL == 600
         if name != "synopsis":
-            assert (cfg.DNET.ARCH, cfg.DNET.NUM_FRAMES, cfg.DNET.INPUT_SIZE, cfg.DNET.DROPOUT) == (
-                cfgs["uniform"].DNET.ARCH, cfgs["uniform"].DNET.NUM_FRAMES, cfgs["uniform"].DNET.INPUT_SIZE,
-                cfgs["uniform"].DNET.DROPOUT)
+            assert detail_network(cfg) == detail_network(cfgs["uniform"])
     assert not cfgs["uniform"].S2D.DETAIL_SAMPLING
     # The synopsis recipe is a plain TSM shaped as S2DNet's SNet, and every S2DNet recipe's SNet
     # starts from it.
