@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from s2d_fast.config.checks import ConfigError
 from s2d_fast.engine.optim import build_optimizer, parameter_groups
 from s2d_fast.models import build_model, s2d_loss
 
@@ -46,6 +48,14 @@ def test_parameter_groups_follow_tsm():
     assert {g["name"] for g in parameter_groups(model, cfg)} == {"weight", "norm", "bias"}
 
 
+def test_momentum_is_adamw_beta1_and_must_lie_in_zero_to_one():
+    cfg = small_cfg("TRAIN.OPTIMIZER", "adamw", "TRAIN.MOMENTUM", "0.8")
+    optimizer, _ = build_optimizer(build_model(cfg, num_classes=10), cfg, steps_per_epoch=1)
+    assert {g["betas"] for g in optimizer.param_groups} == {(0.8, 0.999)}
+    with pytest.raises(ConfigError, match=r"TRAIN.MOMENTUM must be in \[0, 1\).*got 1.0"):
+        small_cfg("TRAIN.MOMENTUM", "1.0")
+
+
 def test_optimizer_is_sgd_by_default_and_adamw_decays_apart_from_the_gradient():
     cfg = small_cfg()
     model = build_model(cfg, num_classes=10)
@@ -58,7 +68,7 @@ def test_optimizer_is_sgd_by_default_and_adamw_decays_apart_from_the_gradient():
     model.set_stage("warmup")
     model.train()
     optimizer, _ = build_optimizer(model, cfg, steps_per_epoch=1)
-    assert type(optimizer) is torch.optim.AdamW
+    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["betas"] == (0.9, 0.999)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert (groups["weight"]["lr"], groups["weight"]["weight_decay"]) == (0.001, 0.05)
     assert (groups["bias"]["lr"], groups["bias"]["weight_decay"]) == (0.002, 0.0)

@@ -74,6 +74,8 @@ def _check_minimums(cfg: CfgNode) -> None:
             raise ConfigError(f"config key {key} must be at least {low}; got {value_of(cfg, key)}")
     if cfg.DATA.NUM_CLASS < 0:
         raise ConfigError(f"config key DATA.NUM_CLASS must be 0 (the dataset's count) or positive; got {cfg.DATA.NUM_CLASS}")
+    if not 0 <= cfg.TRAIN.MOMENTUM < 1:
+        raise ConfigError(f"config key TRAIN.MOMENTUM must be in [0, 1) (SGD momentum, AdamW beta1); got {cfg.TRAIN.MOMENTUM}")
 
 
 def _check_frames(cfg: CfgNode) -> None:

@@ -98,7 +98,8 @@ def build_optimizer(model, cfg, steps_per_epoch: int, world: int = 1):
     base_lr, warmup_lr, _ = learning_rates(cfg, world)
     groups = parameter_groups(model, cfg, base_lr)
     if cfg.TRAIN.OPTIMIZER == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=base_lr)
+        # MOMENTUM is Adam's first-moment decay, so the key means the same in both optimisers
+        optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=(cfg.TRAIN.MOMENTUM, 0.999))
     else:
         optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.TRAIN.MOMENTUM)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, base_lr, warmup_lr))
