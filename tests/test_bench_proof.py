@@ -53,6 +53,9 @@ def test_recipes_differ_only_where_they_should():
     # The baseline trains as long as S2DNet's two stages together.
     assert cfgs["uniform"].TRAIN.EPOCHS == cfgs["s2dnet-warmup"].TRAIN.EPOCHS + cfgs["s2dnet"].TRAIN.EPOCHS
     assert cfgs["s2dnet"].TRAIN.STAGE == "sampling"
+    # The sampling stage fine-tunes at a tenth of the warmup's rate (at the same rate it unlearnt
+    # part of the tiles warmup).
+    assert cfgs["s2dnet"].TRAIN.BASE_LR == pytest.approx(cfgs["s2dnet-warmup"].TRAIN.BASE_LR / 10)
     assert cfgs["s2dnet"].TRAIN.RESUME == "/tmp/out/seed1/s2dnet-warmup/checkpoints/warmup-last.pt"
     assert not cfgs["temporal-only"].S2D.SPATIAL_SAMPLING and cfgs["temporal-only"].S2D.TEMPORAL_SAMPLING
     assert not cfgs["spatial-only"].S2D.TEMPORAL_SAMPLING and cfgs["spatial-only"].S2D.SPATIAL_SAMPLING
@@ -61,6 +64,7 @@ def test_recipes_differ_only_where_they_should():
     assert cfgs["s2dnet"].S2D.SAMPLER_LR_RATIO == 0 and cfgs["s2dnet-learned"].S2D.SAMPLER_LR_RATIO > 0
     for name in ("s2dnet-learned", "temporal-only", "spatial-only"):
         assert cfgs[name].TRAIN.EPOCHS == cfgs["s2dnet"].TRAIN.EPOCHS
+        assert cfgs[name].TRAIN.BASE_LR == cfgs["s2dnet"].TRAIN.BASE_LR
         assert cfgs[name].TRAIN.RESUME == cfgs["s2dnet"].TRAIN.RESUME
         assert cfgs[name].S2D.SAMPLER_LR_RATIO == cfgs["s2dnet-learned"].S2D.SAMPLER_LR_RATIO
         assert cfgs[name].S2D.EVIDENCE_LOSS_WEIGHT == cfgs["s2dnet-learned"].S2D.EVIDENCE_LOSS_WEIGHT
